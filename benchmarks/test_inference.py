@@ -1,0 +1,13 @@
+"""Inference forward pass under torch.inference_mode, over optimization x batch size x length."""
+
+import pytest
+
+from gpt2_fixtures import steps
+
+
+@pytest.mark.inference
+def test_infer(benchmark, gpt2_case, gpt2_session):
+    model = gpt2_session.model(gpt2_case)
+    batch = gpt2_session.batch(gpt2_case)
+    step, _ = steps.infer_step(model, batch, gpt2_case.recipe, gpt2_session.settings.device)
+    benchmark.extra_info.update(gpt2_session.measure(benchmark, gpt2_case, step, model))
