@@ -1,0 +1,104 @@
+"""Presets, recipes, cases and option parsing: pure data, no model built."""
+
+import argparse
+
+import pytest
+
+from gpt2_fixtures import config
+from gpt2_fixtures.config import Case, ModelConfig, Recipe, parse_recipe
+
+
+def test_presets_have_the_real_gpt2_shapes():
+    shapes = {n: (p.n_layer, p.n_head, p.n_embd) for n, p in config.PRESETS.items()}
+    assert shapes["gpt2"] == (12, 12, 768)
+    assert shapes["distilgpt2"] == (6, 12, 768)
+    assert shapes["gpt2-medium"] == (24, 16, 1024)
+    assert shapes["gpt2-large"] == (36, 20, 1280)
+    assert shapes["gpt2-xl"] == (48, 25, 1600)
+    assert all(p.vocab_size == 50257 and p.n_positions == 1024 for p in config.PRESETS.values())
+
+
+@pytest.mark.parametrize(
+    ("text", "rid"),
+    [
+        ("eager", "eager-fp32"),
+        ("sdpa", "sdpa-fp32"),
+        ("SDPA-BF16", "sdpa-bf16"),
+        ("bf16-eager", "eager-bf16"),
+        ("flash2", "flash2-bf16"),
+        ("flash2-fp16", "flash2-fp16"),
+        ("int8", "sdpa-int8"),
+        ("sdpa-compile", "sdpa-fp32-compile"),
+        ("compile-bf16", "sdpa-bf16-compile"),
+        ("sdpa-bf16-padvocab-fusedadam", "sdpa-bf16-padvocab-fusedadam"),
+    ],
+)
+def test_recipe_ids_are_canonical(text, rid):
+    assert parse_recipe(text).id == rid
+    assert parse_recipe(rid).id == rid  # an id parses back to itself
+
+
+@pytest.mark.parametrize("text", ["", "flash3", "sdpa-sdpa", "int8-bf16", "eager-fp64"])
+def test_bad_recipes_raise_one_clear_error(text):
+    with pytest.raises(argparse.ArgumentTypeError) as err:
+        config.parse_recipes(text)
+    assert "\n" not in str(err.value)
+
+
+def test_recipes_list_drops_duplicates_in_order():
+    assert [r.id for r in config.parse_recipes("sdpa,eager,sdpa-fp32")] == [
+        "sdpa-fp32",
+        "eager-fp32",
+    ]
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "x", "1,,2", "1.5"])
+def test_positive_ints_reject_bad_values(text):
+    with pytest.raises(argparse.ArgumentTypeError, match=r"must be >= 1|not a whole number"):
+        config.parse_positive_ints(text)
+
+
+def test_positive_ints_parse():
+    assert config.parse_positive_ints("1, 8,32,8") == (1, 8, 32)
+    assert config.parse_positive_int("5") == 5
+    with pytest.raises(argparse.ArgumentTypeError):
+        config.parse_positive_int("1,2")
+    assert config.parse_non_negative_int("0") == 0
+
+
+@pytest.mark.parametrize("text", ["auto", "cpu", "cuda", "cuda:1", "CUDA:0"])
+def test_devices_accepted(text):
+    assert config.parse_device(text) == text.lower()
+
+
+@pytest.mark.parametrize("text", ["gpu", "cuda:x", "tpu", "mps"])
+def test_devices_rejected(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="expected auto, cpu, cuda or cuda:N"):
+        config.parse_device(text)
+
+
+def test_case_ids_and_grid_order():
+    grid = config.build_grid("train", config.parse_recipes("eager,sdpa"), (1, 8), (128, 512))
+    assert [c.id for c in grid][:3] == [
+        "eager-fp32-b1-s128",
+        "eager-fp32-b1-s512",
+        "eager-fp32-b8-s128",
+    ]
+    assert len(grid) == 8 and len({c.id for c in grid}) == 8
+    assert grid[3].tokens == 8 * 512
+
+
+def test_case_validates():
+    with pytest.raises(ValueError, match="unknown phase"):
+        Case("fly", Recipe(), 1, 1)
+    with pytest.raises(ValueError, match=">= 1"):
+        Case("train", Recipe(), 0, 128)
+
+
+def test_seed_model_config_maps_onto_a_case():
+    seed = ModelConfig()
+    assert (seed.model_name, seed.batch_size, seed.max_length) == ("gpt2", 8, 128)
+    assert seed.case("train").id == "eager-fp32-b8-s128"
+    assert ModelConfig(use_quantization=True).recipe().id == "eager-fp16"
+    assert ModelConfig(use_flash_attention=True).recipe().id == "flash2-bf16"
+    assert ModelConfig(use_flash_attention=True, use_quantization=True).recipe().id == "flash2-fp16"

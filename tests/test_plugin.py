@@ -1,0 +1,202 @@
+"""The plugin end to end with pytester: options, parametrization, extra_info in the JSON."""
+
+import json
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+BENCH = """
+import math
+import pytest
+from gpt2_fixtures import steps
+
+@pytest.mark.train
+def test_train(benchmark, gpt2_case, gpt2_session):
+    model = gpt2_session.model(gpt2_case)
+    batch = gpt2_session.batch(gpt2_case)
+    step, state = steps.train_step(model, batch, gpt2_case.recipe, gpt2_session.settings.device)
+    info = gpt2_session.measure(benchmark, gpt2_case, step, model)
+    info["loss"] = state.loss()
+    benchmark.extra_info.update(info)
+    assert math.isfinite(info["loss"])
+
+@pytest.mark.inference
+def test_infer(benchmark, gpt2_case, gpt2_session):
+    model = gpt2_session.model(gpt2_case)
+    batch = gpt2_session.batch(gpt2_case)
+    step, _ = steps.infer_step(model, batch, gpt2_case.recipe, gpt2_session.settings.device)
+    benchmark.extra_info.update(gpt2_session.measure(benchmark, gpt2_case, step, model))
+"""
+
+SMALL = [
+    "--gpt2-batch-sizes",
+    "1,2",
+    "--gpt2-seq-lens",
+    "16,32",
+    "--gpt2-rounds",
+    "3",
+    "--gpt2-warmup",
+    "1",
+]
+
+
+@pytest.fixture
+def bench_dir(pytester):
+    pytester.makeini(
+        "[pytest]\nmarkers =\n    train: t\n    inference: i\n    generation: g\n"
+        "    distillation: d\n"
+    )
+    pytester.makepyfile(test_bench=BENCH)
+    return pytester
+
+
+def run(pytester, *args):
+    return pytester.runpytest_subprocess("-p", "gpt2_fixtures.plugin", *args)
+
+
+def test_json_has_every_key_for_both_phases(bench_dir):
+    result = run(
+        bench_dir, *SMALL, "--gpt2-optimizations", "eager,sdpa", "--benchmark-json=out.json"
+    )
+    result.assert_outcomes(passed=16)
+    result.stdout.fnmatch_lines(
+        ["gpt2-bench: device=cpu * model=tiny * optimizations=eager-fp32,sdpa-fp32*"]
+    )
+    doc = json.loads((bench_dir.path / "out.json").read_text())
+    names = {b["name"] for b in doc["benchmarks"]}
+    assert "test_train[eager-fp32-b2-s32]" in names and "test_infer[sdpa-fp32-b1-s16]" in names
+    required = {
+        "phase",
+        "model",
+        "optimization",
+        "attn_implementation",
+        "dtype",
+        "device",
+        "batch_size",
+        "seq_len",
+        "n_params",
+        "samples_per_s",
+        "samples_per_s_std",
+        "tokens_per_s",
+        "tokens_per_s_std",
+        "peak_memory_mb",
+        "peak_memory_mb_std",
+        "memory_kind",
+        "peak_reserved_mb",
+        "control_round_s",
+        "time_ratio_median",
+    }
+    for bench in doc["benchmarks"]:
+        info = bench["extra_info"]
+        assert required <= info.keys(), required - info.keys()
+        assert len(bench["stats"]["data"]) == 3
+        assert len(info["control_round_s"]) == 3
+        median = bench["stats"]["median"]
+        # Throughput is consistent with the timed rounds: samples/s of the rounds' mean.
+        expected = sum(info["batch_size"] / t for t in bench["stats"]["data"]) / 3
+        assert info["samples_per_s"] == pytest.approx(expected)
+        assert info["tokens_per_s"] == pytest.approx(expected * info["seq_len"])
+        assert (
+            median > 0 and info["peak_memory_mb"] > 0 and info["memory_kind"].startswith("cpu_rss")
+        )
+        assert info["n_params"] == 6_960_768 and info["device"] == "cpu"
+        assert info["phase"] == ("train" if bench["name"].startswith("test_train") else "infer")
+        if info["phase"] == "train":
+            assert isinstance(info["loss"], float) and 5 < info["loss"] < 20
+    gpt2 = doc["machine_info"]["gpt2"]
+    assert {"torch", "transformers", "datasets", "device_name", "tf32_matmul"} <= gpt2.keys()
+
+
+def test_half_precision_on_cpu_is_skipped_by_default_and_runs_when_named(bench_dir):
+    result = run(
+        bench_dir,
+        "--gpt2-batch-sizes",
+        "1",
+        "--gpt2-seq-lens",
+        "16",
+        "--gpt2-rounds",
+        "1",
+        "--gpt2-warmup",
+        "0",
+        "-m",
+        "inference",
+        "--gpt2-optimizations",
+        "sdpa-bf16",
+        "-rs",
+    )
+    result.assert_outcomes(passed=1, deselected=1)
+
+
+def test_skip_reason_for_flash2_on_cpu(bench_dir):
+    result = run(
+        bench_dir,
+        "--gpt2-batch-sizes",
+        "1",
+        "--gpt2-seq-lens",
+        "16",
+        "--gpt2-optimizations",
+        "flash2",
+        "-rs",
+    )
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*flash2-bf16: flash_attention_2 needs CUDA*this run: cpu*"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--gpt2-batch-sizes", "0"], "*--gpt2-batch-sizes: 0 must be >= 1*"),
+        (["--gpt2-seq-lens", "abc"], "*'abc' is not a whole number*"),
+        (["--gpt2-seq-lens", "2048"], "*model 'tiny' has n_positions=1024*"),
+        (["--gpt2-optimizations", "turbo"], "*unknown optimization 'turbo'*"),
+        (["--gpt2-device", "tpu"], "*unknown device 'tpu'*"),
+        (["--gpt2-device", "cuda"], "*--gpt2-device cuda: this machine has 0 usable CUDA*"),
+        (["--gpt2-model", "gpt5", "--gpt2-weights", "random"], "*unknown preset 'gpt5'*"),
+        (["--gpt2-dataset", "/no/such/file.txt"], "*dataset '/no/such/file.txt' does not exist*"),
+    ],
+)
+def test_bad_input_is_one_line_without_traceback(bench_dir, args, message):
+    result = run(bench_dir, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_out_of_memory_skips_the_case_and_the_grid_goes_on(bench_dir):
+    bench_dir.makeconftest(
+        """
+import torch
+from gpt2_fixtures import steps
+
+_real = steps.infer_step
+
+def _oom_for_batch_2(model, batch, recipe, device):
+    if batch.shape[0] == 2:
+        def step():
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return step, steps.StepState()
+    return _real(model, batch, recipe, device)
+
+steps.infer_step = _oom_for_batch_2
+"""
+    )
+    result = run(
+        bench_dir,
+        *SMALL,
+        "-m",
+        "inference",
+        "--gpt2-optimizations",
+        "sdpa",
+        "--benchmark-json=out.json",
+        "-rs",
+    )
+    result.assert_outcomes(passed=2, skipped=2, deselected=4)
+    result.stdout.fnmatch_lines(
+        ["*sdpa-fp32-b2-s16: out of memory (CUDA out of memory. Tried to allocate 20.00 GiB*"]
+    )
+    doc = json.loads((bench_dir.path / "out.json").read_text())
+    assert sorted(b["name"] for b in doc["benchmarks"]) == [
+        "test_infer[sdpa-fp32-b1-s16]",
+        "test_infer[sdpa-fp32-b1-s32]",
+    ]
