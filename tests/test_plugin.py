@@ -3,56 +3,13 @@
 import json
 
 import pytest
+from pytester_bench import SMALL, make_bench_dir, run
 
 pytest_plugins = ["pytester"]
 
-BENCH = """
-import math
-import pytest
-from gpt2_fixtures import steps
-
-@pytest.mark.train
-def test_train(benchmark, gpt2_case, gpt2_session):
-    model = gpt2_session.model(gpt2_case)
-    batch = gpt2_session.batch(gpt2_case)
-    step, state = steps.train_step(model, batch, gpt2_case.recipe, gpt2_session.settings.device)
-    info = gpt2_session.measure(benchmark, gpt2_case, step, model)
-    info["loss"] = state.loss()
-    benchmark.extra_info.update(info)
-    assert math.isfinite(info["loss"])
-
-@pytest.mark.inference
-def test_infer(benchmark, gpt2_case, gpt2_session):
-    model = gpt2_session.model(gpt2_case)
-    batch = gpt2_session.batch(gpt2_case)
-    step, _ = steps.infer_step(model, batch, gpt2_case.recipe, gpt2_session.settings.device)
-    benchmark.extra_info.update(gpt2_session.measure(benchmark, gpt2_case, step, model))
-"""
-
-SMALL = [
-    "--gpt2-batch-sizes",
-    "1,2",
-    "--gpt2-seq-lens",
-    "16,32",
-    "--gpt2-rounds",
-    "3",
-    "--gpt2-warmup",
-    "1",
-]
-
-
 @pytest.fixture
 def bench_dir(pytester):
-    pytester.makeini(
-        "[pytest]\nmarkers =\n    train: t\n    inference: i\n    generation: g\n"
-        "    distillation: d\n"
-    )
-    pytester.makepyfile(test_bench=BENCH)
-    return pytester
-
-
-def run(pytester, *args):
-    return pytester.runpytest_subprocess("-p", "gpt2_fixtures.plugin", *args)
+    return make_bench_dir(pytester)
 
 
 def test_json_has_every_key_for_both_phases(bench_dir):
