@@ -32,13 +32,19 @@ class Preset:
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
-            raise ValueError(f"preset {self.name}: n_embd {self.n_embd} % n_head {self.n_head} != 0")
+            raise ValueError(
+                f"preset {self.name}: n_embd {self.n_embd} is not a multiple of "
+                f"n_head {self.n_head}"
+            )
 
 
 PRESETS: dict[str, Preset] = {
     # tiny keeps the real vocabulary (the tokenizer is GPT-2's) and real positions, so every data
     # path is exercised; 2 layers of width 128 make a CPU training step take tens of milliseconds.
     "tiny": Preset("tiny", n_layer=2, n_head=2, n_embd=128),
+    # The CPU distillation teacher of tiny: twice the depth and width (about 2.4x the parameters,
+    # most of them the shared embedding), as gpt2 is to distilgpt2 in depth.
+    "tiny-teacher": Preset("tiny-teacher", n_layer=4, n_head=4, n_embd=256),
     "distilgpt2": Preset("distilgpt2", n_layer=6, n_head=12, n_embd=768),
     "gpt2": Preset("gpt2", n_layer=12, n_head=12, n_embd=768),
     "gpt2-medium": Preset("gpt2-medium", n_layer=24, n_head=16, n_embd=1024),

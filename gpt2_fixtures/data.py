@@ -85,24 +85,69 @@ def load_tokenizer(source: str, pretrained: bool) -> Any:
 # Embedded corpus: written by this project, generated deterministically (no third-party prose).
 
 _SUBJECTS = (
-    "the engineer", "a small team", "the compiler", "our scheduler", "the old server",
-    "a careful reviewer", "the new kernel", "the training job", "every worker", "the profiler",
-    "a patient student", "the research group", "the runner", "the cache", "this benchmark",
+    "the engineer",
+    "a small team",
+    "the compiler",
+    "our scheduler",
+    "the old server",
+    "a careful reviewer",
+    "the new kernel",
+    "the training job",
+    "every worker",
+    "the profiler",
+    "a patient student",
+    "the research group",
+    "the runner",
+    "the cache",
+    "this benchmark",
 )
 _VERBS = (
-    "measures", "rewrites", "inspects", "schedules", "compares", "records", "explains",
-    "repeats", "reduces", "tracks", "allocates", "releases", "predicts", "tokenizes", "copies",
+    "measures",
+    "rewrites",
+    "inspects",
+    "schedules",
+    "compares",
+    "records",
+    "explains",
+    "repeats",
+    "reduces",
+    "tracks",
+    "allocates",
+    "releases",
+    "predicts",
+    "tokenizes",
+    "copies",
 )
 _OBJECTS = (
-    "the memory peak", "each batch", "a long sequence", "the attention scores", "the gradients",
-    "a noisy timer", "the baseline file", "the loss curve", "every layer", "the vocabulary",
-    "a matrix product", "the warmup rounds", "the median time", "a regression", "the results",
+    "the memory peak",
+    "each batch",
+    "a long sequence",
+    "the attention scores",
+    "the gradients",
+    "a noisy timer",
+    "the baseline file",
+    "the loss curve",
+    "every layer",
+    "the vocabulary",
+    "a matrix product",
+    "the warmup rounds",
+    "the median time",
+    "a regression",
+    "the results",
 )
 _CLAUSES = (
-    "before the next round begins", "while the device stays busy", "after the warmup ends",
-    "because the numbers must be honest", "when the batch grows", "so that nothing is lost",
-    "even on a crowded machine", "without touching the network", "in half the usual time",
-    "as the sequence gets longer", "until the cache is warm", "for every optimization",
+    "before the next round begins",
+    "while the device stays busy",
+    "after the warmup ends",
+    "because the numbers must be honest",
+    "when the batch grows",
+    "so that nothing is lost",
+    "even on a crowded machine",
+    "without touching the network",
+    "in half the usual time",
+    "as the sequence gets longer",
+    "until the cache is warm",
+    "for every optimization",
 )
 _OPENERS = ("", "", "", "Later, ", "Meanwhile, ", "In practice, ", "On Monday, ", "Then ")
 
@@ -196,7 +241,7 @@ def pack_blocks(text_ds: Any, tokenizer: Any, seq_len: int) -> torch.Tensor:
     def tokenize(batch: dict[str, list[str]]) -> dict[str, list[list[int]]]:
         lines = [t for t in batch["text"] if t.strip()]
         ids = tokenizer(lines, add_special_tokens=False)["input_ids"]
-        return {"input_ids": [x + [eos] for x in ids]}
+        return {"input_ids": [[*x, eos] for x in ids]}
 
     def group(batch: dict[str, list[list[int]]]) -> dict[str, list[list[int]]]:
         flat = [t for ids in batch["input_ids"] for t in ids]

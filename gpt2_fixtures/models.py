@@ -58,7 +58,10 @@ def resolve_model(name: str, weights: str = "auto") -> ModelSpec:
 
 def _looks_like_hub_id(name: str) -> bool:
     parts = name.split("/")
-    return 1 <= len(parts) <= 2 and all(p and all(c.isalnum() or c in "-_." for c in p) for p in parts)
+    allowed = set("-_.")
+    return 1 <= len(parts) <= 2 and all(
+        p and all(c.isalnum() or c in allowed for c in p) for p in parts
+    )
 
 
 def model_config(spec: ModelSpec) -> Any:
@@ -77,16 +80,20 @@ def model_config(spec: ModelSpec) -> Any:
     local = spec.source == "path"
     try:
         return AutoConfig.from_pretrained(
-            spec.load_from, local_files_only=local or hub.local_files_only(), trust_remote_code=False
+            spec.load_from,
+            local_files_only=local or hub.local_files_only(),
+            trust_remote_code=False,
         )
     except (OSError, ValueError) as exc:
         if local:
-            raise ModelError(f"model directory {spec.name!r} has no usable config.json: {exc}") from None
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "unreadable"
+            msg = f"model directory {spec.name!r} has no usable config.json: {reason}"
+            raise ModelError(msg) from None
         raise hub.explain("model", spec.name, exc) from None
 
 
 def max_positions(config: Any) -> int:
-    return int(getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings"))
+    return int(getattr(config, "n_positions", None) or config.max_position_embeddings)
 
 
 def build(spec: ModelSpec, recipe: Recipe, config: Any, seed: int = 0) -> torch.nn.Module:

@@ -37,7 +37,6 @@ SMALL = [
 ]
 
 
-
 def make_bench_dir(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makeini(
         "[pytest]\nmarkers =\n    train: t\n    inference: i\n    generation: g\n"

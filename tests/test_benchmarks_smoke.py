@@ -7,14 +7,34 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--gpt2-model", "tiny", "--gpt2-device", "cpu", "--gpt2-rounds", "2", "--gpt2-warmup", "1",
-        "--gpt2-batch-sizes", "1,2", "--gpt2-seq-lens", "16,32", "-p", "no:cacheprovider"]
+TINY = [
+    "--gpt2-model",
+    "tiny",
+    "--gpt2-device",
+    "cpu",
+    "--gpt2-rounds",
+    "2",
+    "--gpt2-warmup",
+    "1",
+    "--gpt2-batch-sizes",
+    "1,2",
+    "--gpt2-seq-lens",
+    "16,32",
+    "-p",
+    "no:cacheprovider",
+]
 
 
 def pytest_run(*args, cwd=ROOT):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "pytest", "benchmarks", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def test_train_and_inference_write_results(tmp_path):
@@ -22,8 +42,15 @@ def test_train_and_inference_write_results(tmp_path):
     proc = pytest_run(*TINY, "-m", "train or inference", f"--benchmark-json={out}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     benches = json.loads(out.read_text())["benchmarks"]
-    seen = {(b["extra_info"]["phase"], b["extra_info"]["optimization"],
-             b["extra_info"]["batch_size"], b["extra_info"]["seq_len"]) for b in benches}
+    seen = {
+        (
+            b["extra_info"]["phase"],
+            b["extra_info"]["optimization"],
+            b["extra_info"]["batch_size"],
+            b["extra_info"]["seq_len"],
+        )
+        for b in benches
+    }
     assert len(seen) == 16  # 2 phases x 2 default CPU recipes x 2 batch sizes x 2 lengths
     assert {p for p, *_ in seen} == {"train", "infer"}
     assert {o for _, o, *_ in seen} >= {"eager-fp32", "sdpa-fp32"}
@@ -31,8 +58,16 @@ def test_train_and_inference_write_results(tmp_path):
 
 def test_autosave_then_compare_fail(tmp_path):
     storage = f"file://{tmp_path / 'storage'}"
-    args = [*TINY, "-m", "inference", "--gpt2-optimizations", "sdpa", "--gpt2-batch-sizes", "1",
-            f"--benchmark-storage={storage}"]
+    args = [
+        *TINY,
+        "-m",
+        "inference",
+        "--gpt2-optimizations",
+        "sdpa",
+        "--gpt2-batch-sizes",
+        "1",
+        f"--benchmark-storage={storage}",
+    ]
     first = pytest_run(*args, "--benchmark-autosave")
     assert first.returncode == 0, first.stdout[-3000:]
     saved = list((tmp_path / "storage").rglob("*.json"))

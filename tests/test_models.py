@@ -56,7 +56,7 @@ def test_pretrained_from_a_local_directory(tmp_path):
 
 def test_local_directory_without_config_is_one_line(tmp_path):
     spec = models.resolve_model(str(tmp_path))
-    with pytest.raises(models.ModelError, match="has no usable config.json"):
+    with pytest.raises(models.ModelError, match=r"has no usable config\.json"):
         models.model_config(spec)
 
 

@@ -12,8 +12,18 @@ from gpt2_fixtures import data, guards, hub, models
 
 pytest_plugins = ["pytester"]
 
-ONE_CASE = ["--gpt2-batch-sizes", "1", "--gpt2-seq-lens", "16", "--gpt2-rounds", "2",
-            "--gpt2-warmup", "0", "--gpt2-optimizations", "sdpa"]
+ONE_CASE = [
+    "--gpt2-batch-sizes",
+    "1",
+    "--gpt2-seq-lens",
+    "16",
+    "--gpt2-rounds",
+    "2",
+    "--gpt2-warmup",
+    "0",
+    "--gpt2-optimizations",
+    "sdpa",
+]
 
 
 @pytest.fixture
@@ -49,9 +59,24 @@ steps.train_step = _nan_train_step
 def test_dataset_too_small_names_the_sizes_and_other_cases_run(bench_dir):
     small = bench_dir.path / "small.txt"
     small.write_text("Only a few words here. " * 10)
-    result = run(bench_dir, "--gpt2-dataset", str(small), "--gpt2-batch-sizes", "1,64",
-                 "--gpt2-seq-lens", "16", "--gpt2-rounds", "1", "--gpt2-warmup", "0",
-                 "--gpt2-optimizations", "sdpa", "-m", "inference", "--benchmark-json=out.json")
+    result = run(
+        bench_dir,
+        "--gpt2-dataset",
+        str(small),
+        "--gpt2-batch-sizes",
+        "1,64",
+        "--gpt2-seq-lens",
+        "16",
+        "--gpt2-rounds",
+        "1",
+        "--gpt2-warmup",
+        "0",
+        "--gpt2-optimizations",
+        "sdpa",
+        "-m",
+        "inference",
+        "--benchmark-json=out.json",
+    )
     result.assert_outcomes(passed=1, failed=1, deselected=2)
     result.stdout.fnmatch_lines(["*gives * blocks of 16 tokens*batch size 64 needs 64 blocks*"])
     assert "Traceback" not in result.stdout.str()
@@ -79,10 +104,23 @@ def _hungry_then_oom(model, batch, recipe, device):
 steps.infer_step = _hungry_then_oom
 """
     )
-    result = run(bench_dir, "--gpt2-batch-sizes", "2,1",
-                 "--gpt2-seq-lens", "16", "--gpt2-rounds", "2", "--gpt2-warmup", "0",
-                 "--gpt2-optimizations", "sdpa", "-m", "inference", "--benchmark-json=out.json",
-                 "-rs")
+    result = run(
+        bench_dir,
+        "--gpt2-batch-sizes",
+        "2,1",
+        "--gpt2-seq-lens",
+        "16",
+        "--gpt2-rounds",
+        "2",
+        "--gpt2-warmup",
+        "0",
+        "--gpt2-optimizations",
+        "sdpa",
+        "-m",
+        "inference",
+        "--benchmark-json=out.json",
+        "-rs",
+    )
     result.assert_outcomes(passed=1, skipped=1, deselected=2)
     result.stdout.fnmatch_lines(["*sdpa-fp32-b2-s16: out of memory*memory released*"])
     (bench,) = json.loads((bench_dir.path / "out.json").read_text())["benchmarks"]
@@ -103,12 +141,21 @@ def pytest_runtest_logfinish(nodeid, location):
         os.kill(os.getpid(), signal.SIGTERM)
 """
     )
-    result = run(bench_dir, *SMALL, "--gpt2-optimizations", "sdpa", "-m", "inference",
-                 "--benchmark-json=out.json")
+    result = run(
+        bench_dir,
+        *SMALL,
+        "--gpt2-optimizations",
+        "sdpa",
+        "-m",
+        "inference",
+        "--benchmark-json=out.json",
+    )
     assert result.ret == pytest.ExitCode.INTERRUPTED
     doc = json.loads((bench_dir.path / "out.json").read_text())  # valid JSON
     assert [b["name"] for b in doc["benchmarks"]] == [
-        "test_infer[sdpa-fp32-b1-s16]", "test_infer[sdpa-fp32-b1-s32]"]
+        "test_infer[sdpa-fp32-b1-s16]",
+        "test_infer[sdpa-fp32-b1-s32]",
+    ]
     (bench_dir.path / "conftest.py").unlink()
     again = run(bench_dir, *ONE_CASE, "-m", "inference", "--benchmark-json=out.json")
     again.assert_outcomes(passed=1, deselected=1)
@@ -125,7 +172,8 @@ def test_results_hold_no_secrets(bench_dir, monkeypatch):
     for key, value in secrets.items():
         monkeypatch.setenv(key, value)
     run(bench_dir, *ONE_CASE, "-m", "inference", "--benchmark-json=out.json").assert_outcomes(
-        passed=1, deselected=1)
+        passed=1, deselected=1
+    )
     text = (bench_dir.path / "out.json").read_text()
     assert json.loads(text)["benchmarks"]
     for value in secrets.values():
@@ -191,7 +239,8 @@ def test_no_remote_code_is_ever_trusted():
     root = os.path.join(os.path.dirname(__file__), "..", "gpt2_fixtures")
     for name in os.listdir(root):
         if name.endswith(".py"):
-            text = open(os.path.join(root, name), encoding="utf-8").read()
+            with open(os.path.join(root, name), encoding="utf-8") as fh:
+                text = fh.read()
             assert "trust_remote_code=True" not in text, name
             calls = len(re.findall(r"\.from_pretrained\(", text))
             assert calls <= text.count("trust_remote_code=False"), name
