@@ -216,6 +216,7 @@ def load_text(source: str) -> Any:
 
     datasets.disable_progress_bars()  # the console is for results
     if source == "wikitext-2":
+        hub.datasets_offline_if_unreachable()  # no 23 s retry loop without a network
         try:
             return datasets.load_dataset(*WIKITEXT, split="train")
         except Exception as exc:  # the hub raises many types: all mean "not available here"

@@ -53,3 +53,18 @@ def explain(what: str, source: str, exc: BaseException) -> HubUnavailableError:
         f"cannot load {what} {source!r} (hub {state}, not in the local cache or not found: "
         f"{first_line[:200]}); {HINT}"
     )
+
+
+def datasets_offline_if_unreachable() -> None:
+    """Make ``datasets`` answer from its cache at once when the hub cannot be reached.
+
+    ``datasets`` has no ``local_files_only``; its offline switch is read from the environment at
+    import time, so it is set on the loaded modules too (huggingface_hub reads it at call time).
+    """
+    if hub_reachable():
+        return
+    import datasets
+    import huggingface_hub.constants
+
+    datasets.config.HF_HUB_OFFLINE = True
+    huggingface_hub.constants.HF_HUB_OFFLINE = True

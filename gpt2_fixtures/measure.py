@@ -8,6 +8,8 @@ hooks and are dropped afterwards.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import math
 import resource
 import statistics
@@ -102,6 +104,33 @@ class CpuRssTracker:
         return kb / 1024, None
 
 
+def trim_heap() -> None:
+    """Give freed heap pages back to the OS (glibc ``malloc_trim``; a no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl): nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def settled_cpu_peaks(
+    step: Callable[[], None], tracker: MemoryTracker, rounds: int = 2
+) -> list[float]:
+    """Peak RSS of ``rounds`` extra untimed steps, each started from a trimmed heap.
+
+    glibc keeps freed blocks, so the peak RSS of a timed round depends on what earlier rounds
+    and cases left in the heap: identical processes gave training peaks of 1033-1203 MB. Trimming
+    inside the timed rounds would add page faults to the measured time, so memory is read in
+    these separate rounds instead.
+    """
+    peaks = []
+    for _ in range(rounds):
+        trim_heap()
+        tracker.reset()
+        step()
+        peaks.append(tracker.read()[0])
+    return peaks
+
+
 def memory_tracker(device: str) -> MemoryTracker:
     return CudaMemoryTracker(device) if device.startswith("cuda") else CpuRssTracker()
 
@@ -117,7 +146,9 @@ class ControlWorkload:
     judge ``round_time / control_time`` where raw times drift with machine load. Its size is a
     pure function of the case (never calibrated on the machine), so baseline and current runs
     do the same control work: about a quarter of the step's FLOPs, in 384x384 fp32 matmuls on a
-    CPU and 2048x2048 on CUDA, bounded to [1, 64] matmuls.
+    CPU and 2048x2048 on CUDA, bounded to [16, 64] matmuls. Below 16 (about 15 ms on one CPU
+    core) the control's own noise dominates: measured here, per-process ratios of one case
+    spread 30% with 4 matmuls and 7% with 16.
     """
 
     def __init__(self, device: str, step_flops: float) -> None:
@@ -126,7 +157,7 @@ class ControlWorkload:
         gen = torch.Generator().manual_seed(0)
         self.a = torch.randn(n, n, generator=gen).to(device)
         self.b = torch.randn(n, n, generator=gen).to(device)
-        self.repeats = int(min(64, max(1, round(0.25 * step_flops / (2 * n**3)))))
+        self.repeats = int(min(64, max(16, round(0.25 * step_flops / (2 * n**3)))))
 
     def run(self) -> float:
         """Seconds for ``repeats`` matmuls, synchronized on both ends."""

@@ -15,8 +15,21 @@ from typing import Any
 import pytest
 from pytest_benchmark.utils import safe_dumps
 
-from gpt2_fixtures import baseline, data, gate, hub, models, report, session, tracking
+from gpt2_fixtures import (
+    baseline,
+    data,
+    distill,
+    flops,
+    gate,
+    guards,
+    hub,
+    models,
+    report,
+    session,
+    tracking,
+)
 from gpt2_fixtures import config as cfg
+from gpt2_fixtures import distributed as dist_bench
 from gpt2_fixtures.shard import parse_shard, select
 
 SETTINGS = pytest.StashKey[session.Settings]()
@@ -50,14 +63,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--gpt2-weights",
         type=cfg.parse_weights,
         default="auto",
-        help=_default("random (offline, from the config), pretrained, or auto (random for "
-                      "presets, pretrained for a hub id or directory)."),
+        help=_default(
+            "random (offline, from the config), pretrained, or auto (random for "
+            "presets, pretrained for a hub id or directory)."
+        ),
     )
     group.addoption(
         "--gpt2-dataset",
         default="embedded",
-        help=_default("embedded (shipped corpus, offline), wikitext-2 (hub), or a text file "
-                      "or folder of *.txt files."),
+        help=_default(
+            "embedded (shipped corpus, offline), wikitext-2 (hub), or a text file "
+            "or folder of *.txt files."
+        ),
     )
     group.addoption(
         "--gpt2-device",
@@ -75,21 +92,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--gpt2-seq-lens",
         type=cfg.parse_positive_ints,
         default=None,
-        help=_default("Comma-separated sequence lengths. None means 64,256 on CPU, "
-                      "128,512,1024 on CUDA."),
+        help=_default(
+            "Comma-separated sequence lengths. None means 64,256 on CPU, 128,512,1024 on CUDA."
+        ),
     )
     group.addoption(
         "--gpt2-optimizations",
         type=cfg.parse_recipes,
         default=None,
-        help=_default("Comma-separated recipes (eager, sdpa, sdpa-bf16, flash2, int8, "
-                      "sdpa-compile, ...). None means the device's default grid."),
+        help=_default(
+            "Comma-separated recipes (eager, sdpa, sdpa-bf16, flash2, int8, "
+            "sdpa-compile, ...). None means the device's default grid."
+        ),
     )
     group.addoption(
         "--gpt2-rounds",
         type=cfg.parse_positive_int,
         default=None,
         help=_default("Measured rounds per case. None means 10 on CPU, 20 on CUDA."),
+    )
+    group.addoption(
+        "--gpt2-threads",
+        type=cfg.parse_positive_int,
+        default=None,
+        help=_default(
+            "CPU threads for torch (torch.set_num_threads). None keeps torch's default (one per "
+            "core); 1 is steadier on a shared machine."
+        ),
     )
     group.addoption(
         "--gpt2-warmup",
@@ -107,15 +136,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             "case always lands on the same shard; merge the shards with `gpt2-bench merge`."
         ),
     )
+    group.addoption(
+        "--gpt2-peak-tflops",
+        type=flops.parse_peak_tflops,
+        default=None,
+        metavar="TFLOPS",
+        help=_default(
+            "Peak TFLOP/s that MFU divides by, for every case. None means the dense datasheet "
+            "peak of the GPU for the case's dtype (docs/optimizations.md); MFU stays empty on "
+            "a device missing from that table, CPUs included."
+        ),
+    )
     _add_gate_options(group)
     _add_report_options(group)
+    _add_distributed_options(group)
+    _add_phase_options(group)
 
 
 def _settings_from_options(config: pytest.Config) -> session.Settings:
     opt = config.getoption
+    session.set_cpu_threads(opt("gpt2_threads"))
     try:
         return session.resolve(
-            device=opt("gpt2_device"),
+            device=dist_bench.local_device(opt("gpt2_device"), dist_bench.launch_env()),
             model=opt("gpt2_model"),
             weights=opt("gpt2_weights"),
             dataset=opt("gpt2_dataset"),
@@ -124,9 +167,68 @@ def _settings_from_options(config: pytest.Config) -> session.Settings:
             recipes=opt("gpt2_optimizations"),
             rounds=opt("gpt2_rounds"),
             warmup=opt("gpt2_warmup"),
+            prompt_lens=opt("gpt2_prompt_lens"),
+            new_tokens=opt("gpt2_new_tokens"),
+            teacher=opt("gpt2_teacher"),
+            student=opt("gpt2_student"),
+            kd_temperature=opt("gpt2_kd_temperature"),
+            kd_alpha=opt("gpt2_kd_alpha"),
+            peak_tflops=opt("gpt2_peak_tflops"),
         )
     except USER_ERRORS as exc:
         raise pytest.UsageError(f"gpt2-bench: {exc}") from None
+
+
+def _add_phase_options(group: pytest.OptionGroup) -> None:
+    """Generation and distillation phases (docs/phases.md)."""
+    group.addoption(
+        "--gpt2-prompt-lens",
+        type=cfg.parse_positive_ints,
+        default=None,
+        help=_default(
+            "generate: comma-separated prompt lengths. None means 32 on CPU, 128 on CUDA."
+        ),
+    )
+    group.addoption(
+        "--gpt2-new-tokens",
+        type=cfg.parse_positive_ints,
+        default=None,
+        help=_default(
+            "generate: tokens generated per call, exactly (no EOS stop); "
+            "comma-separated. None means 32 on CPU, 128 on CUDA."
+        ),
+    )
+    group.addoption(
+        "--gpt2-teacher",
+        default=None,
+        help=_default(
+            "distill: teacher preset, hub id or directory. None means gpt2 on CUDA, "
+            "tiny-teacher on CPU."
+        ),
+    )
+    group.addoption(
+        "--gpt2-student",
+        default=None,
+        help=_default(
+            "distill: student preset, hub id or directory (the tokenizer of the "
+            "teacher). None means distilgpt2 on CUDA, tiny on CPU."
+        ),
+    )
+    group.addoption(
+        "--gpt2-kd-temperature",
+        type=distill.parse_temperature,
+        default=None,
+        help=_default(f"distill: softmax temperature T. None means {distill.DEFAULT_TEMPERATURE}."),
+    )
+    group.addoption(
+        "--gpt2-kd-alpha",
+        type=distill.parse_alpha,
+        default=None,
+        help=_default(
+            "distill: share of the T²-scaled KL term in the loss, the LM loss gets "
+            f"1 - alpha. None means {distill.DEFAULT_ALPHA}."
+        ),
+    )
 
 
 def settings(config: pytest.Config) -> session.Settings:
@@ -137,7 +239,11 @@ def settings(config: pytest.Config) -> session.Settings:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Under torchrun only rank 0 writes results; before anything reads the output options.
+    dist_bench.rank_zero_outputs_only(config.option, dist_bench.launch_env())
     settings(config)  # fail fast, before collection, with one line
+    _check_marker_expression(config)
+    guards.sigterm_as_interrupt()
     config.addinivalue_line(
         "markers", "gpt2_gate(**thresholds): per-benchmark gate thresholds, e.g. time='20%'"
     )
@@ -145,8 +251,25 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(ReportHooks(config), "gpt2-report")
 
 
-def pytest_report_header(config: pytest.Config) -> str | None:
-    return settings(config).header() if SETTINGS in config.stash else None
+def _check_marker_expression(config: pytest.Config) -> None:
+    known = guards.registered_markers(config.getini("markers"))
+    unknown = guards.unknown_markers(config.getoption("markexpr", ""), known)
+    if unknown:
+        phases = ", ".join(PHASE_MARKERS)
+        raise pytest.UsageError(
+            f"gpt2-bench: -m names unknown marker(s) {', '.join(unknown)}; phases are {phases}"
+        )
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    if SETTINGS not in config.stash:
+        return None
+    launch = dist_bench.launch_env()
+    if launch is None:
+        return [settings(config).header()]
+    sizes = dist_bench.world_sizes_or_default(config.getoption("gpt2_world_sizes"), launch)
+    strategies = config.getoption("gpt2_strategies")
+    return [settings(config).header(), dist_bench.header(launch, strategies, sizes)]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -172,15 +295,30 @@ def _phase(metafunc: pytest.Metafunc) -> str:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "gpt2_dist_case" in metafunc.fixturenames:
+        _parametrize_distributed(metafunc)
     if "gpt2_case" not in metafunc.fixturenames:
         return
     s = settings(metafunc.config)
     params = []
+    peers = dist_bench.single_device_skip_reason(dist_bench.launch_env())
     for case in session.grid(_phase(metafunc), s):
-        reason = session.skip_reason(case, s)
+        reason = session.skip_reason(case, s) or peers
         marks = [pytest.mark.skip(reason=reason)] if reason else []
         params.append(pytest.param(case, id=case.id, marks=marks))
     metafunc.parametrize("gpt2_case", params)
+
+
+def _parametrize_distributed(metafunc: pytest.Metafunc) -> None:
+    """DDP/FSDP cases: strategy x training case x world size (docs/distributed.md)."""
+    s, launch, opt = settings(metafunc.config), dist_bench.launch_env(), metafunc.config.getoption
+    sizes = dist_bench.world_sizes_or_default(opt("gpt2_world_sizes"), launch)
+    params = []
+    for dcase in dist_bench.grid(session.grid(_phase(metafunc), s), opt("gpt2_strategies"), sizes):
+        reason = dist_bench.skip_reason(dcase, launch) or session.skip_reason(dcase.case, s)
+        marks = [pytest.mark.skip(reason=reason)] if reason else []
+        params.append(pytest.param(dcase, id=dcase.id, marks=marks))
+    metafunc.parametrize("gpt2_dist_case", params)
 
 
 @pytest.fixture(scope="session")
@@ -196,16 +334,32 @@ def gpt2_session(request: pytest.FixtureRequest) -> Generator[session.BenchSessi
     bench.free_model()
 
 
+@pytest.fixture(scope="session")
+def gpt2_world(request: pytest.FixtureRequest) -> Generator[dist_bench.World]:
+    """The torch.distributed process group of a torchrun launch, created on first use."""
+    launch = dist_bench.launch_env()
+    if launch is None:
+        pytest.skip(dist_bench.NOT_LAUNCHED)
+    sizes = dist_bench.world_sizes_or_default(request.config.getoption("gpt2_world_sizes"), launch)
+    world = dist_bench.World(launch, settings(request.config).device, sizes)
+    yield world
+    world.close()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
-    """User-facing failures become one line; CUDA OOM in one case becomes a skip of that case."""
-    case = getattr(pyfuncitem, "callspec", None) and pyfuncitem.callspec.params.get("gpt2_case")
+    """A case that fails keeps no time; user errors are one line; CUDA OOM skips that case."""
     try:
         return (yield)
     except USER_ERRORS as exc:
+        _drop_timing(pyfuncitem)
         pytest.fail(f"{exc}", pytrace=False)
     except session.OUT_OF_MEMORY as exc:
-        message = session.out_of_memory_message(case, exc)
+        _drop_timing(pyfuncitem)
+        message = session.out_of_memory_message(_case_name(pyfuncitem), exc)
+    except BaseException:
+        _drop_timing(pyfuncitem)  # e.g. a NaN loss after timing: a failure, never a time
+        raise
     # Outside the except block the exception (and the tensors its frames hold) is released.
     bench = pyfuncitem.config.stash.get(BENCH_SESSION, None)
     if bench is not None:
@@ -213,11 +367,45 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
     pytest.skip(message)
 
 
-def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
+def _case_name(item: pytest.Function) -> str:
+    """The case id (``sdpa-fp32-b8-s512``), whichever parameter holds it."""
+    callspec = getattr(item, "callspec", None)
+    return callspec.id if callspec is not None else item.name
+
+
+def _drop_timing(item: pytest.Function) -> None:
+    """Keep a failed case out of the results: pytest-benchmark leaves out fixtures with errors."""
+    fixture = getattr(item, "funcargs", {}).get("benchmark")
+    if fixture is not None:
+        fixture.has_error = True
+
+
+def pytest_benchmark_update_machine_info(
+    config: pytest.Config, machine_info: dict[str, Any]
+) -> None:
     """GPU, library versions and numerics settings: what a baseline must match to be comparable."""
     device = settings(config).device if SETTINGS in config.stash else "cpu"
     machine_info["gpt2"] = session.environment(device)
+    machine_info["gpt2"].update(dist_bench.launch_info(dist_bench.launch_env(), device))
     machine_info.setdefault("python_implementation", platform.python_implementation())
+
+
+def _add_distributed_options(group: pytest.OptionGroup) -> None:
+    group.addoption(
+        "--gpt2-strategies",
+        type=dist_bench.parse_strategies,
+        default=",".join(dist_bench.STRATEGIES),
+        help=_default("Distributed strategies to run under torchrun: ddp, fsdp (FSDP2)."),
+    )
+    group.addoption(
+        "--gpt2-world-sizes",
+        type=cfg.parse_positive_ints,
+        default=None,
+        help=_default(
+            "World sizes to run under torchrun, each on ranks 0..k-1 of the job, e.g. 1,2 for "
+            "the scaling efficiency. None means the job's own size."
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,7 +510,7 @@ class GateHooks:
         # read its session object (read-only) and build the document through its own hook.
         bs = getattr(self.config, "_benchmarksession", None)
         benchmarks = [b for b in (bs.benchmarks if bs else []) if b and not b.has_error]
-        if not benchmarks:
+        if bs is None or not benchmarks:
             return None
         doc = self.config.hook.pytest_benchmark_generate_json(
             config=self.config,
@@ -359,6 +547,7 @@ class GateHooks:
         if self.result.failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
+    @pytest.hookimpl(trylast=True)  # after pytest-benchmark's table
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if not (self.lines or self.result):
             return

@@ -11,11 +11,12 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from statistics import stdev
 from typing import Any
 
 import torch
 
-from gpt2_fixtures import data, measure, models, optimizations
+from gpt2_fixtures import data, distill, flops, generation, measure, models, optimizations
 from gpt2_fixtures.config import PRESETS, Case, Recipe, parse_recipes
 
 
@@ -30,7 +31,9 @@ DEFAULTS = {
         "model": "tiny",
         "batch_sizes": (1, 4),
         "seq_lens": (64, 256),
-        "optimizations": "eager-fp32,sdpa-fp32",
+        # int8 runs in the infer and generate phases (train and distill skip it): +16 s on a
+        # quiet 2-core machine, 68 -> 84 s for the whole grid (docs/optimizations.md).
+        "optimizations": "eager-fp32,sdpa-fp32,int8",
         "rounds": 10,
         "warmup": 2,
     },
@@ -38,7 +41,11 @@ DEFAULTS = {
         "model": "gpt2",
         "batch_sizes": (1, 8, 32),
         "seq_lens": (128, 512, 1024),
-        "optimizations": "eager-fp32,sdpa-fp32,eager-bf16,sdpa-bf16,sdpa-fp16",
+        # Issue 3's grid: attention x precision, FlashAttention-2, int8, torch.compile
+        # (docs/optimizations.md). padvocab and fusedadam are opt-in: name them.
+        "optimizations": (
+            "eager-fp32,sdpa-fp32,eager-bf16,sdpa-bf16,flash2-bf16,sdpa-fp16,int8,sdpa-bf16-compile"
+        ),
         "rounds": 20,
         "warmup": 3,
     },
@@ -59,6 +66,11 @@ class Settings:
     warmup: int
     n_positions: int
     extra: dict[str, Any] = field(default_factory=dict)
+    # Phase-specific sweeps (docs/phases.md); None only when built by hand without them.
+    generate: generation.GenerateOptions | None = None
+    distill: distill.DistillOptions | None = None
+    # --gpt2-peak-tflops: the peak MFU divides by, instead of the device table's (flops.py).
+    peak_tflops: float | None = None
 
     @property
     def device_type(self) -> str:
@@ -71,7 +83,8 @@ class Settings:
             f"weights={self.weights} dataset={self.dataset} "
             f"batch_sizes={','.join(map(str, self.batch_sizes))} "
             f"seq_lens={','.join(map(str, self.seq_lens))} optimizations={recipes} "
-            f"rounds={self.rounds} warmup={self.warmup}"
+            f"rounds={self.rounds} warmup={self.warmup} cpu_threads={torch.get_num_threads()}"
+            + "".join(f"\n  {p.header()}" for p in (self.generate, self.distill) if p)
         )
 
 
@@ -91,6 +104,17 @@ def resolve_device(requested: str) -> str:
     return f"cuda:{index}"
 
 
+def set_cpu_threads(threads: int | None) -> None:
+    """Intra-op threads for CPU kernels; recorded as ``cpu_threads`` in machine_info.
+
+    On a machine shared with other work, torch's default of one thread per core makes small
+    steps wait on each other's OpenMP threads (measured here: a 32-token tiny generation took
+    4-5 s on two threads under load and 0.6 s on one).
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
 def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
@@ -108,6 +132,13 @@ def resolve(
     recipes: tuple[Recipe, ...] | None = None,
     rounds: int | None = None,
     warmup: int | None = None,
+    prompt_lens: tuple[int, ...] | None = None,
+    new_tokens: tuple[int, ...] | None = None,
+    teacher: str | None = None,
+    student: str | None = None,
+    kd_temperature: float | None = None,
+    kd_alpha: float | None = None,
+    peak_tflops: float | None = None,
 ) -> Settings:
     """Fill the device-dependent defaults and check what can be checked before collection."""
     dev = resolve_device(device)
@@ -128,6 +159,17 @@ def resolve(
         )
     if dataset not in ("embedded", "wikitext-2"):
         data.text_files(dataset)  # raises DataError naming the path when it does not exist
+    grid_batches = batch_sizes or tuple(defaults["batch_sizes"])  # type: ignore[arg-type]
+    try:  # phase defaults apply where the user left batch sizes / lengths unset
+        gen = generation.resolve_options(
+            torch.device(dev).type, prompt_lens, new_tokens, batch_sizes, grid_batches, n_positions
+        )
+        kd = distill.resolve_options(
+            torch.device(dev).type, weights, teacher, student, kd_temperature, kd_alpha,
+            batch_sizes, seq_lens, (grid_batches, lens),
+        )  # fmt: skip
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
     return Settings(
         device=dev,
         model=name,
@@ -140,6 +182,9 @@ def resolve(
         rounds=rounds or int(defaults["rounds"]),  # type: ignore[call-overload]
         warmup=int(defaults["warmup"]) if warmup is None else warmup,  # type: ignore[call-overload]
         n_positions=n_positions,
+        generate=gen,
+        distill=kd,
+        peak_tflops=peak_tflops,
     )
 
 
@@ -154,7 +199,13 @@ class BenchSession:
         self._blocks: dict[int, torch.Tensor] = {}
         self._model_key: tuple[Any, ...] | None = None
         self._model: torch.nn.Module | None = None
+        # Parameters of the current model as built, before optimizations.apply: int8 packs its
+        # weights out of parameters() and padvocab adds rows, neither changes the model's size.
+        self._model_n_params = 0
         self._config: Any = None
+        # The distill phase's second slot, tied to the current model key and freed with it.
+        self._teacher: torch.nn.Module | None = None
+        self._configs: dict[models.ModelSpec, Any] = {}
 
     # -- data ----------------------------------------------------------------------------------
     @property
@@ -182,38 +233,115 @@ class BenchSession:
             self._config = models.model_config(self.spec)
         return self._config
 
+    def config_of(self, spec: models.ModelSpec) -> Any:
+        if spec == self.spec:
+            return self.config
+        if spec not in self._configs:
+            self._configs[spec] = models.model_config(spec)
+        return self._configs[spec]
+
+    def spec_for(self, phase: str) -> models.ModelSpec:
+        """The measured model of a phase: the student for distill, else --gpt2-model's."""
+        return self.distill_options().student if phase == "distill" else self.spec
+
+    def distill_options(self) -> distill.DistillOptions:
+        if self.settings.distill is None:
+            raise SettingsError("these settings were built without distillation options")
+        return self.settings.distill
+
     def model(self, case: Case) -> torch.nn.Module:
         """The model for ``case``, built once per (recipe, phase) and freed before the next."""
         key = (case.recipe, case.phase)
         if key != self._model_key:
             self.free_model()
-            built = models.build(self.spec, case.recipe, self.config)
+            spec = self.spec_for(case.phase)
+            built = models.build(spec, case.recipe, self.config_of(spec))
+            self._model_n_params = models.n_params(built)
             dev = self.settings.device
             self._model = optimizations.apply(built, case.recipe, dev, case.phase)
             self._model_key = key
         assert self._model is not None
         return self._model
 
+    def teacher(self, case: Case) -> torch.nn.Module:
+        """The distill case's teacher beside its student, in inference form (weights in the
+        recipe's precision, eval mode); built after the student, freed with it."""
+        self.model(case)  # the student first: a new key frees both slots
+        if self._teacher is None:
+            opts = self.distill_options()
+            config = self.config_of(opts.teacher)
+            try:
+                distill.check_pair(
+                    config, self.config_of(opts.student), opts.teacher.name, opts.student.name
+                )
+            except ValueError as exc:
+                raise SettingsError(str(exc)) from None
+            built = models.build(opts.teacher, case.recipe, config)
+            self._teacher = optimizations.apply(built, case.recipe, self.settings.device, "infer")
+        return self._teacher
+
     def free_model(self) -> None:
-        self._model, self._model_key = None, None
+        self._model, self._model_key, self._teacher = None, None, None
         models.release()
 
     # -- measuring -----------------------------------------------------------------------------
     def measure(
-        self, benchmark: Any, case: Case, step: Callable[[], None], model: torch.nn.Module
+        self,
+        benchmark: Any,
+        case: Case,
+        step: Callable[[], None],
+        model: torch.nn.Module,
+        tokens: int | None = None,
     ) -> dict[str, Any]:
-        """Time ``step`` round by round and return the case's ``extra_info`` measurements."""
+        """Time ``step`` round by round and return the case's ``extra_info`` measurements.
+
+        ``tokens``: tokens per step counted in ``tokens_per_s`` (default ``case.tokens``; the
+        generate phase counts generated tokens); it also sizes the control workload.
+        """
         s = self.settings
-        n = models.n_params(model)
+        n = self._model_n_params if model is self._model else models.n_params(model)
+        tokens = case.tokens if tokens is None else tokens
+        # The control workload's size (a rough 2N/6N): not the flops module's count, see below.
         control = measure.ControlWorkload(
-            s.device, measure.approx_step_flops(n, case.tokens, case.phase)
+            s.device, measure.approx_step_flops(n, tokens, case.phase)
         )
         hooks = measure.RoundHooks(measure.memory_tracker(s.device), control)
+        prepared = optimizations.prepare(step, case.recipe, model)  # compile_s, attn_kernel
         times = measure.run_pedantic(benchmark, step, hooks, s.rounds, s.warmup)
-        info = self.describe(case, n)
+        info = self.describe(case, n) | prepared
         if times is not None:
-            info.update(measure.round_metrics(times, case.batch_size, case.tokens, hooks))
+            info.update(measure.round_metrics(times, case.batch_size, tokens, hooks))
+            if hooks.memory.kind == "cpu_rss":
+                peaks = measure.settled_cpu_peaks(step, hooks.memory)
+                info["peak_memory_mb"], info["peak_memory_mb_std"] = max(peaks), stdev(peaks)
+        info |= self.flops_info(case, times)
+        info["max_logit_diff"] = self.logit_diff(case, model)
         return info
+
+    def flops_info(self, case: Case, times: list[float] | None) -> dict[str, Any]:
+        """``flops_per_step``, ``achieved_tflops``, ``mfu``, ``peak_tflops`` (see flops.py)."""
+        s = self.settings
+        arch = flops.architecture(self.config)
+        step_flops = flops.flops_per_step(arch, case.batch_size, case.seq_len, case.phase)
+        dtype = flops.compute_dtype(case.recipe.precision, case.recipe.int8, flops.tf32_matmul())
+        peak = s.peak_tflops or flops.peak_tflops(s.device, device_name(s.device), dtype)
+        return flops.flops_metrics(step_flops, times, peak)
+
+    def logit_diff(self, case: Case, model: torch.nn.Module) -> float | None:
+        """Reduced-precision inference against the fp32 model on the case's batch, after the
+        measured rounds (so the reference model never counts in the case's memory peak)."""
+        if not optimizations.needs_logit_check(case.recipe, case.phase):
+            return None
+        recipe = optimizations.reference_recipe(case.recipe)
+        reference = optimizations.apply(
+            models.build(self.spec, recipe, self.config), recipe, self.settings.device, "infer"
+        )
+        try:
+            return optimizations.max_logit_diff(model, reference, self.batch(case))
+        finally:
+            del reference
+            models.release()
+            measure.trim_heap()
 
     def describe(self, case: Case, n_params: int) -> dict[str, Any]:
         """What the case is: the keys that say which configuration produced the numbers."""
@@ -233,6 +361,22 @@ class BenchSession:
             "seq_len": case.seq_len,
             "n_params": n_params,
             "dataset": self.settings.dataset,
+        } | self._phase_keys(case)
+
+    def _phase_keys(self, case: Case) -> dict[str, Any]:
+        """The generate and distill phases' own configuration keys."""
+        if case.phase == "generate":
+            return {"prompt_len": case.seq_len, "new_tokens": generation.new_tokens_of(case)}
+        if case.phase != "distill":
+            return {}
+        d = self.distill_options()
+        return {
+            "model": d.student.name,
+            "weights": "pretrained" if d.student.pretrained else "random",
+            "teacher": d.teacher.name,
+            "student": d.student.name,
+            "temperature": d.temperature,
+            "alpha": d.alpha,
         }
 
 
@@ -244,6 +388,10 @@ OUT_OF_MEMORY: tuple[type[BaseException], ...] = (torch.OutOfMemoryError,)
 
 def grid(phase: str, s: Settings) -> list[Case]:
     """The cases of one phase, recipe-major (each model is built once)."""
+    if phase == "generate" and s.generate is not None:
+        return generation.grid(s.recipes, s.generate)
+    if phase == "distill" and s.distill is not None:
+        return distill.grid(s.recipes, s.distill)
     return [Case(phase, r, b, t) for r in s.recipes for b in s.batch_sizes for t in s.seq_lens]
 
 
@@ -251,9 +399,8 @@ def skip_reason(case: Case, s: Settings) -> str | None:
     return optimizations.skip_reason(case.recipe, s.device, case.phase, s.recipes_explicit)
 
 
-def out_of_memory_message(case: Case | None, exc: BaseException) -> str:
+def out_of_memory_message(name: str, exc: BaseException) -> str:
     """One line: which case, how much memory it held and tried to get."""
-    name = case.id if case is not None else "this case"
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
     held = ""
     if torch.cuda.is_available():
@@ -302,9 +449,9 @@ def cpu_model() -> str:
 
 
 def _driver_version() -> str | None:
-    """The NVIDIA driver version through NVML when pynvml is present (it ships with torch wheels)."""
+    """The NVIDIA driver version through NVML, when pynvml is installed (CUDA torch wheels)."""
     try:
-        import pynvml  # type: ignore[import-not-found]
+        import pynvml
 
         pynvml.nvmlInit()
         version = pynvml.nvmlSystemGetDriverVersion()

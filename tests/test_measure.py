@@ -67,8 +67,8 @@ def test_control_ratio_is_per_round():
 def test_control_workload_size_depends_only_on_the_case():
     small = measure.ControlWorkload("cpu", step_flops=1e6)
     big = measure.ControlWorkload("cpu", step_flops=1e15)
-    mid = measure.ControlWorkload("cpu", step_flops=8 * 2 * 384**3)
-    assert (small.repeats, big.repeats, mid.repeats) == (1, 64, 2)
+    mid = measure.ControlWorkload("cpu", step_flops=4 * 20 * 2 * 384**3)
+    assert (small.repeats, big.repeats, mid.repeats) == (16, 64, 20)
     assert torch.equal(small.a, big.a)  # seeded: the same matrices every run
     assert small.run() > 0
 

@@ -7,6 +7,7 @@ from pytester_bench import SMALL, make_bench_dir, run
 
 pytest_plugins = ["pytester"]
 
+
 @pytest.fixture
 def bench_dir(pytester):
     return make_bench_dir(pytester)
@@ -157,3 +158,16 @@ steps.infer_step = _oom_for_batch_2
         "test_infer[sdpa-fp32-b1-s16]",
         "test_infer[sdpa-fp32-b1-s32]",
     ]
+
+
+def test_threads_option_reaches_header_and_machine_info(bench_dir):
+    result = run(
+        bench_dir,
+        *["--gpt2-threads", "1", "--gpt2-batch-sizes", "1", "--gpt2-seq-lens", "16"],
+        *["--gpt2-rounds", "1", "--gpt2-optimizations", "sdpa", "-m", "inference"],
+        "--benchmark-json=out.json",
+    )
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.fnmatch_lines(["gpt2-bench: *cpu_threads=1*"])
+    doc = json.loads((bench_dir.path / "out.json").read_text())
+    assert doc["machine_info"]["gpt2"]["cpu_threads"] == 1

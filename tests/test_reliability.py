@@ -221,17 +221,23 @@ def test_offline_environment_skips_the_probe(monkeypatch):
         hub.hub_reachable.cache_clear()
 
 
-def test_wikitext_offline_is_one_line_with_a_hint(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path))
-    hub.hub_reachable.cache_clear()
-    try:
-        with pytest.raises(hub.HubUnavailableError) as err:
-            data.load_text("wikitext-2")
-    finally:
-        hub.hub_reachable.cache_clear()
-    assert "\n" not in str(err.value) and "--gpt2-dataset embedded" in str(err.value)
+def test_wikitext_without_network_is_one_line_with_a_hint(monkeypatch, tmp_path):
+    """No offline variable set and the hub unreachable: the cache is asked, no retry loop."""
+    import datasets
+    import huggingface_hub.constants
+
+    for var in hub.OFFLINE_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path)
+    monkeypatch.setattr(hub, "hub_reachable", lambda: False)
+    with pytest.raises(hub.HubUnavailableError) as err:
+        data.load_text("wikitext-2")
+    assert datasets.config.HF_HUB_OFFLINE is True  # switched to cache-only before loading
+    message = str(err.value)
+    assert "\n" not in message and "--gpt2-dataset embedded" in message
+    assert "OfflineModeIsEnabled" in message or "offline" in message.lower()
 
 
 def test_no_remote_code_is_ever_trusted():

@@ -1,0 +1,27 @@
+"""Knowledge-distillation step: teacher forward + student training step (docs/phases.md)."""
+
+import math
+
+import pytest
+
+from gpt2_fixtures import distill, models
+
+
+@pytest.mark.distillation
+def test_distill(benchmark, gpt2_case, gpt2_session):
+    student = gpt2_session.model(gpt2_case)
+    teacher = gpt2_session.teacher(gpt2_case)
+    batch = gpt2_session.batch(gpt2_case)
+    opts = gpt2_session.distill_options()
+    device = gpt2_session.settings.device
+    step, distiller = distill.distill_step(
+        student, teacher, batch, gpt2_case.recipe, device, opts.temperature, opts.alpha
+    )
+    info = gpt2_session.measure(benchmark, gpt2_case, step, student)
+    info |= distill.share_metrics(distiller.teacher_shares(gpt2_session.settings.rounds))
+    state = distiller.state
+    info |= {"loss": state.loss(), "kd_loss": state.kd_loss(), "lm_loss": state.lm_loss()}
+    info["teacher_n_params"] = models.n_params(teacher)
+    benchmark.extra_info.update(info)
+    # A step that did not train (NaN/inf loss) must fail, not report a time.
+    assert info["loss"] is not None and math.isfinite(info["loss"]), f"loss is {info['loss']}"

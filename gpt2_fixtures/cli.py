@@ -1,0 +1,72 @@
+"""`gpt2-bench`: the command-line steps that CI runs outside pytest.
+
+Each subcommand's logic lives in its own module, which provides an ``add_*arguments(parser)`` and a
+``run*(args) -> int`` function; modules are imported only when their subcommand runs, so
+``gpt2-bench merge`` does not pay for matplotlib or scipy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# name -> (help, module, function adding the arguments, function running it and returning the
+# exit status)
+SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "compare": (
+        "gate a result against a baseline (exit 0 pass, 1 regression, 2 unusable input)",
+        "gpt2_fixtures.gate",
+        "add_compare_arguments",
+        "run_compare",
+    ),
+    "ab": (
+        "interleaved A/B runs of a base commit and the working tree, gated",
+        "gpt2_fixtures.ab",
+        "add_ab_arguments",
+        "run_ab_command",
+    ),
+    "baseline": (
+        "validate a result and write it atomically as a baseline file",
+        "gpt2_fixtures.baseline",
+        "add_baseline_arguments",
+        "run_baseline",
+    ),
+    "merge": (
+        "join the result files of --gpt2-shard runs into one (exit 2 on unusable input)",
+        "gpt2_fixtures.merge",
+        "add_merge_arguments",
+        "run_merge",
+    ),
+    "report": (
+        "write report.md with tables and PNG plots from result files",
+        "gpt2_fixtures.report",
+        "add_arguments",
+        "run",
+    ),
+}
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser; only the module of the subcommand named in ``argv`` is imported."""
+    parser = argparse.ArgumentParser(prog="gpt2-bench", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, module_name, add_name, run_name) in SUBCOMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        if name in argv:
+            module = importlib.import_module(module_name)
+            getattr(module, add_name)(sub)
+            sub.set_defaults(run=getattr(module, run_name))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(args_list).parse_args(args_list)
+    status: int = args.run(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

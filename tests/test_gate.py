@@ -1,0 +1,484 @@
+"""Unit tests of the regression gate on synthetic samples (no benchmark runs, no timing)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gpt2_fixtures import baseline as bl
+from gpt2_fixtures import gate
+
+DATA = Path(__file__).parent / "data"
+ROUNDS = 30
+
+
+def rounds(median_s: float, seed: int, spread: float = 0.05, n: int = ROUNDS) -> list[float]:
+    """Log-normal round times around `median_s`: the shape of real benchmark noise."""
+    rng = np.random.default_rng(seed)
+    return [float(x) for x in median_s * np.exp(rng.normal(0.0, spread, n))]
+
+
+def bench(
+    name: str = "test_infer[sdpa-fp32-b1-s128]",
+    data: list[float] | None = None,
+    control: list[float] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    data = data if data is not None else rounds(0.010, seed=1)
+    extra_info = {"device_name": "cpu-model-x", "dtype": "float32", "memory_kind": "cpu_rss"}
+    extra_info.update(extra)
+    if control is not None:
+        extra_info["control_round_s"] = control
+    return {
+        "name": name,
+        "fullname": f"benchmarks/test_inference.py::{name}",
+        "group": None,
+        "params": None,
+        "stats": {
+            "median": float(np.median(data)),
+            "mean": float(np.mean(data)),
+            "stddev": float(np.std(data, ddof=1)) if len(data) > 1 else 0.0,
+            "min": min(data),
+            "max": max(data),
+            "rounds": len(data),
+            "data": data,
+        },
+        "extra_info": extra_info,
+    }
+
+
+def doc(*benches: dict[str, Any], device_name: str = "cpu-model-x") -> dict[str, Any]:
+    gpt2 = {"device": "cpu", "device_name": device_name, "torch": "2.13.0", "cpu_model": "x"}
+    return {"machine_info": {"gpt2": gpt2}, "benchmarks": list(benches), "version": "5.3.1"}
+
+
+def verdicts(result: gate.GateResult, metric: str = "time") -> list[str]:
+    return [r.verdict for r in result.rows if r.metric == metric]
+
+
+# --- time ---------------------------------------------------------------------------------------
+
+
+def test_aa_passes() -> None:
+    result = gate.compare(doc(bench(data=rounds(0.01, 1))), doc(bench(data=rounds(0.01, 2))))
+    assert verdicts(result) == ["pass"]
+    assert result.exit_code == 0
+    assert not result.failed
+
+
+def test_25_percent_slowdown_fails() -> None:
+    result = gate.compare(doc(bench(data=rounds(0.01, 1))), doc(bench(data=rounds(0.0125, 2))))
+    (row,) = [r for r in result.rows if r.metric == "time"]
+    assert row.verdict == gate.REGRESSION
+    assert row.change == pytest.approx(0.25, abs=0.04)
+    assert row.p_value is not None and row.p_value < 0.01
+    assert result.exit_code == 1
+    assert "FAIL" in result.summary()
+
+
+def test_improvement_passes() -> None:
+    result = gate.compare(doc(bench(data=rounds(0.01, 1))), doc(bench(data=rounds(0.0075, 2))))
+    assert verdicts(result) == [gate.IMPROVED]
+    assert result.exit_code == 0
+
+
+def test_large_effect_without_significance_passes() -> None:
+    # three wildly noisy rounds: the medians differ by >10% but the test cannot tell
+    base = bench(data=[0.010, 0.030, 0.005])
+    cur = bench(data=[0.012, 0.004, 0.040])
+    result = gate.compare(doc(base), doc(cur))
+    (row,) = [r for r in result.rows if r.metric == "time"]
+    assert abs(row.change or 0) > 0.10
+    assert row.p_value is not None and row.p_value > 0.01
+    assert row.verdict == "pass"
+
+
+def test_significant_but_small_effect_passes() -> None:
+    base = bench(data=rounds(0.01, 1, spread=0.001))
+    cur = bench(data=rounds(0.0105, 2, spread=0.001))  # +5%, certain, under the 10% threshold
+    (row,) = [r for r in gate.compare(doc(base), doc(cur)).rows if r.metric == "time"]
+    assert row.p_value is not None and row.p_value < 1e-6
+    assert row.verdict == "pass"
+
+
+def test_time_falls_back_to_welch_without_round_data() -> None:
+    base, cur = bench(data=rounds(0.01, 1)), bench(data=rounds(0.0125, 2))
+    for b in (base, cur):
+        del b["stats"]["data"]
+    (row,) = [r for r in gate.compare(doc(base), doc(cur)).rows if r.metric == "time"]
+    assert row.verdict == gate.REGRESSION
+    assert row.p_value is not None and row.p_value < 0.01
+
+
+# --- control normalisation ------------------------------------------------------------------------
+
+
+def test_machine_drift_is_not_a_regression_when_the_control_slowed_too() -> None:
+    # the whole machine is 30% slower: rounds and control alike
+    base = bench(data=rounds(0.01, 1), control=rounds(0.003, 3))
+    cur = bench(data=rounds(0.013, 2), control=rounds(0.0039, 4))
+    result = gate.compare(doc(base), doc(cur))
+    assert verdicts(result) == [gate.DRIFT]
+    assert verdicts(result, "time/control") == ["pass"]
+    assert result.exit_code == 0
+    assert any("control" in n for n in result.notes)
+
+
+def test_ratio_catches_a_slowdown_hidden_by_a_faster_machine() -> None:
+    # the code got 30% slower while the machine got 25% faster: raw times barely move
+    base = bench(data=rounds(0.01, 1), control=rounds(0.004, 3))
+    cur = bench(data=rounds(0.01 * 1.3 * 0.75, 2), control=rounds(0.003, 4))
+    result = gate.compare(doc(base), doc(cur))
+    assert verdicts(result) == ["pass"]
+    assert verdicts(result, "time/control") == [gate.REGRESSION]
+    assert result.exit_code == 1
+
+
+def test_raw_basis_ignores_the_control() -> None:
+    base = bench(data=rounds(0.01, 1), control=rounds(0.003, 3))
+    cur = bench(data=rounds(0.013, 2), control=rounds(0.0039, 4))
+    settings = gate.GateSettings(time_basis="raw")
+    result = gate.compare(doc(base), doc(cur), settings)
+    assert verdicts(result) == [gate.REGRESSION]
+    assert verdicts(result, "time/control") == []
+
+
+def test_misaligned_control_falls_back_to_raw() -> None:
+    base = bench(data=rounds(0.01, 1), control=rounds(0.003, 3, n=ROUNDS - 1))
+    cur = bench(data=rounds(0.013, 2), control=rounds(0.0039, 4))
+    result = gate.compare(doc(base), doc(cur))
+    assert verdicts(result, "time/control") == []
+    assert verdicts(result) == [gate.REGRESSION]
+    assert any("raw" in n for n in result.notes)
+
+
+def test_control_ratios_are_per_round() -> None:
+    assert gate.control_ratios(bench(data=[2.0, 3.0], control=[1.0, 2.0])) == [2.0, 1.5]
+    assert gate.control_ratios(bench(data=[2.0, 3.0], control=[1.0, 0.0])) is None
+
+
+# --- other metrics --------------------------------------------------------------------------------
+
+
+def test_memory_plus_2_percent_fails() -> None:
+    result = gate.compare(
+        doc(bench(peak_memory_mb=400.0)), doc(bench(data=rounds(0.01, 2), peak_memory_mb=408.0))
+    )
+    assert verdicts(result, "peak_memory_mb") == [gate.REGRESSION]
+    assert result.exit_code == 1
+
+
+def test_small_absolute_memory_change_is_not_news() -> None:
+    # +3% of a 10 MB case is 0.3 MB: under the 1 MB floor
+    result = gate.compare(doc(bench(peak_memory_mb=10.0)), doc(bench(peak_memory_mb=10.3)))
+    assert verdicts(result, "peak_memory_mb") == ["pass"]
+
+
+def test_memory_of_different_kinds_is_not_compared() -> None:
+    base = bench(peak_memory_mb=400.0, memory_kind="cpu_rss")
+    cur = bench(peak_memory_mb=900.0, memory_kind="cuda_allocated")
+    (row,) = [r for r in gate.compare(doc(base), doc(cur)).rows if r.metric == "peak_memory_mb"]
+    assert row.verdict == gate.NA
+    assert "memory_kind" in row.note
+
+
+def test_throughput_drop_fails_on_raw_basis() -> None:
+    base = bench(tokens_per_s=1000.0, tokens_per_s_std=20.0)
+    cur = bench(data=rounds(0.01, 2), tokens_per_s=750.0, tokens_per_s_std=20.0)
+    assert verdicts(gate.compare(doc(base), doc(cur)), "tokens_per_s") == [gate.REGRESSION]
+
+
+def test_throughput_gain_is_an_improvement_and_latency_rise_a_regression() -> None:
+    base = bench(tokens_per_s=1000.0, tokens_per_s_std=20.0, ttft_ms=10.0, ttft_ms_std=0.2)
+    cur = bench(tokens_per_s=1300.0, tokens_per_s_std=20.0, ttft_ms=13.0, ttft_ms_std=0.2)
+    result = gate.compare(doc(base), doc(cur))
+    assert verdicts(result, "tokens_per_s") == [gate.IMPROVED]
+    assert verdicts(result, "ttft_ms") == [gate.REGRESSION]
+
+
+def test_metric_recorded_on_one_side_only_is_reported() -> None:
+    result = gate.compare(doc(bench(mfu=0.3)), doc(bench()))
+    (row,) = [r for r in result.rows if r.metric == "mfu"]
+    assert row.verdict == gate.NA
+    assert "current run" in row.note
+
+
+def test_entries_measuring_different_dtypes_are_not_compared() -> None:
+    result = gate.compare(doc(bench(dtype="float32")), doc(bench(dtype="bfloat16")))
+    assert [r.verdict for r in result.rows] == [gate.NA]
+    assert "dtype" in result.rows[0].note
+
+
+# --- new and missing ------------------------------------------------------------------------------
+
+
+def test_new_and_missing_benchmarks_are_listed() -> None:
+    base = doc(bench("test_infer[a]"), bench("test_infer[gone]"))
+    cur = doc(bench("test_infer[a]"), bench("test_infer[added]"))
+    result = gate.compare(base, cur)
+    assert result.new == ("test_infer[added]",)
+    assert result.missing == ("test_infer[gone]",)
+    by_name = {r.benchmark: r.verdict for r in result.rows if r.metric == "-"}
+    assert by_name == {"test_infer[added]": gate.NEW, "test_infer[gone]": gate.MISSING}
+    assert result.exit_code == 0
+    strict = gate.compare(base, cur, gate.GateSettings(fail_on_missing=True))
+    assert strict.exit_code == 1
+
+
+# --- thresholds -----------------------------------------------------------------------------------
+
+
+def test_parse_threshold() -> None:
+    assert gate.parse_threshold("time=15%") == (None, "time", gate.Threshold(0.15))
+    assert gate.parse_threshold("test_infer*@peak_memory_mb=2%:5") == (
+        "test_infer*",
+        "peak_memory_mb",
+        gate.Threshold(0.02, 5.0),
+    )
+    for bad in ("time=15", "speed=10%", "time", "time=-5%", "time=x%", "time/control=5%"):
+        with pytest.raises(ValueError):
+            gate.parse_threshold(bad)
+
+
+def test_per_benchmark_override_by_exact_name_and_pattern() -> None:
+    base = doc(bench("test_infer[x]", data=rounds(0.01, 1)), bench("test_train[y]"))
+    cur = doc(bench("test_infer[x]", data=rounds(0.0125, 2)), bench("test_train[y]"))
+    loose = gate.Thresholds().override([("test_infer[x]", "time", gate.Threshold(0.5))])
+    result = gate.compare(base, cur, gate.GateSettings(thresholds=loose))
+    assert verdicts(result) == ["pass", "pass"]
+    by_pattern = gate.Thresholds().override([("*infer*", "time", gate.Threshold(0.5))])
+    assert gate.compare(base, cur, gate.GateSettings(thresholds=by_pattern)).exit_code == 0
+    other = gate.Thresholds().override([("test_train*", "time", gate.Threshold(0.5))])
+    assert gate.compare(base, cur, gate.GateSettings(thresholds=other)).exit_code == 1
+
+
+def test_time_threshold_also_covers_the_ratio_row() -> None:
+    t = gate.Thresholds().override([(None, "time", gate.Threshold(0.3))])
+    assert t.lookup("n", "f", "time/control") == gate.Threshold(0.3)
+
+
+def test_judge_arithmetic() -> None:
+    metric = gate.METRICS["peak_memory_mb"]
+    thr = gate.Threshold(0.01, 1.0)
+    assert gate.judge(metric, 100.0, 102.0, None, thr, 0.01) == (pytest.approx(0.02), "REGRESSION")
+    assert gate.judge(metric, 100.0, 100.5, None, thr, 0.01)[1] == "pass"  # under the floor
+    assert gate.judge(metric, 0.0, 0.0, None, thr, 0.01) == (0.0, "pass")
+    tps = gate.METRICS["tokens_per_s"]
+    assert gate.judge(tps, 100.0, 80.0, 0.5, gate.Threshold(0.1), 0.01)[1] == "pass"  # not signif.
+    assert gate.judge(tps, 100.0, 80.0, 0.001, gate.Threshold(0.1), 0.01)[1] == "REGRESSION"
+
+
+# --- environment ----------------------------------------------------------------------------------
+
+
+def test_device_mismatch_is_refused_unless_allowed() -> None:
+    base, cur = doc(bench(), device_name="NVIDIA A100"), doc(bench(), device_name="NVIDIA H100")
+    with pytest.raises(bl.UnusableInput, match=r"device differs.*A100.*H100"):
+        gate.gate_documents(base, cur)
+    result = gate.gate_documents(base, cur, allow_device_mismatch=True)
+    assert any("device differs" in n for n in result.notes)
+
+
+def test_version_differences_are_notes() -> None:
+    base, cur = doc(bench()), doc(bench())
+    cur["machine_info"]["gpt2"]["torch"] = "2.14.0"
+    result = gate.gate_documents(base, cur)
+    assert "torch differs: baseline 2.13.0, current 2.14.0" in result.notes
+
+
+def test_fingerprint_falls_back_to_pytest_benchmark_machine_info() -> None:
+    fp = bl.fingerprint({"machine_info": {"cpu": {"brand_raw": "Some CPU"}, "python_version": "3"}})
+    assert fp["cpu_model"] == "Some CPU"
+    assert fp["python"] == "3"
+    assert fp["has_gpt2_info"] is False
+
+
+# --- files and the command line ------------------------------------------------------------------
+
+
+def compare_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    gate.add_compare_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def write(path: Path, content: Any) -> str:
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "empty file"),
+        ('{"benchmarks": [{"name": "a", "fullname"', "not valid JSON"),
+        ("not json at all", "not valid JSON"),
+        ({"foo": 1}, "not a pytest-benchmark result"),
+        ([1, 2], "not a pytest-benchmark result"),
+        ({"benchmarks": []}, "holds no benchmarks"),
+        ({"benchmarks": [{"name": "a", "fullname": "f::a"}]}, "has no 'stats'"),
+        ({"benchmarks": [{"name": "a", "fullname": "a", "stats": {"median": "x"}}]}, "median"),
+    ],
+)
+def test_unusable_input_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: Any, message: str
+) -> None:
+    good = write(tmp_path / "good.json", doc(bench()))
+    bad = write(tmp_path / "bad.json", content)
+    assert gate.run_compare(compare_args(good, bad)) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1 and err.startswith("gpt2-bench compare: error: ")
+
+
+def test_unusable_input_missing_and_binary_files(tmp_path: Path) -> None:
+    with pytest.raises(bl.UnusableInput, match="no such file"):
+        bl.load_result(tmp_path / "nope.json")
+    (tmp_path / "bin.json").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(bl.UnusableInput, match="not a text file"):
+        bl.load_result(tmp_path / "bin.json")
+    with pytest.raises(bl.UnusableInput, match="directory"):
+        bl.load_result(tmp_path)
+
+
+def test_checked_in_fixtures_pass_and_fail(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base, slow = str(DATA / "gate_baseline.json"), str(DATA / "gate_slow.json")
+    md, js = tmp_path / "summary.md", tmp_path / "verdict.json"
+    assert gate.run_compare(compare_args(base, str(DATA / "gate_same.json"))) == 0
+    assert gate.run_compare(compare_args(base, slow, "--markdown", str(md), "--json", str(js))) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION" in out and "benchmark" in out and "p-value" in out
+    verdict = json.loads(js.read_text())
+    assert verdict["verdict"] == "fail" and verdict["exit_code"] == 1
+    assert {r["verdict"] for r in verdict["rows"]} >= {"REGRESSION"}
+    assert md.read_text().startswith("### gpt2-bench regression gate: FAIL")
+    # Markdown is appended, as $GITHUB_STEP_SUMMARY expects
+    assert gate.run_compare(compare_args(base, slow, "--markdown", str(md))) == 1
+    assert md.read_text().count("### gpt2-bench regression gate") == 2
+
+
+def test_cli_threshold_override_turns_the_fixture_green() -> None:
+    base, slow = str(DATA / "gate_baseline.json"), str(DATA / "gate_slow.json")
+    loose = ["time=60%", "tokens_per_s=60%", "samples_per_s=60%", "peak_memory_mb=5%"]
+    args = compare_args(base, slow, *[a for t in loose for a in ("--threshold", t)])
+    assert gate.run_compare(args) == 0
+
+
+def test_bad_threshold_is_an_argparse_error() -> None:
+    with pytest.raises(SystemExit):
+        compare_args("a", "b", "--threshold", "time=5")
+
+
+def test_markdown_escapes_pipes_and_json_is_strict() -> None:
+    result = gate.compare(
+        doc(bench("test_x[a|b]", peak_memory_mb=0.0)), doc(bench("test_x[a|b]", peak_memory_mb=5.0))
+    )
+    assert "test_x[a\\|b]" in gate.to_markdown(result)
+    json.dumps(gate.to_json(result), allow_nan=False)  # +inf change is written as a string
+
+
+# --- atomic writes --------------------------------------------------------------------------------
+
+
+def test_save_result_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "baselines" / "cpu.json"
+    bl.save_result(doc(bench()), target)
+    assert bl.load_result(target)["benchmarks"][0]["name"] == "test_infer[sdpa-fp32-b1-s128]"
+    before = target.read_text()
+
+    def boom(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        bl.save_result(doc(bench("test_other[x]")), target)
+    assert target.read_text() == before
+    assert os.listdir(target.parent) == ["cpu.json"]  # no temporary file left behind
+
+
+def test_baseline_command_requires_round_data(tmp_path: Path) -> None:
+    no_data = doc(bench())
+    del no_data["benchmarks"][0]["stats"]["data"]
+    src = write(tmp_path / "r.json", no_data)
+    parser = argparse.ArgumentParser()
+    bl.add_baseline_arguments(parser)
+    out = tmp_path / "b.json"
+    assert bl.run_baseline(parser.parse_args([src, str(out)])) == 2
+    assert not out.exists()
+    assert bl.run_baseline(parser.parse_args([src, str(out), "--allow-missing-data"])) == 0
+    assert bl.load_result(out) == no_data
+
+
+# --- tools/gate_quality.py and its injection plugin -------------------------------------------
+
+
+def _load_tool(name: str) -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, DATA.parents[1] / "tools" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gate_quality_schedule_and_pairs() -> None:
+    gq = _load_tool("gate_quality")
+    assert gq.schedule(2, 1) == [("aa", 0), ("slow25", 0), ("slow10", 0), ("mem2", 0), ("aa", 1)]
+    comparisons = gq.pairs(3, 2)
+    assert len(comparisons["aa"]) == 6 and (0, 0) not in comparisons["aa"]
+    assert comparisons["slow25"] == [(0, 0), (1, 0), (1, 1), (2, 1)]
+
+
+def test_gate_quality_uses_pytest_benchmarks_own_check() -> None:
+    gq = _load_tool("gate_quality")
+    base = doc(bench(data=[1.0, 1.0, 1.0]))
+    assert gq.pytest_benchmark_fails(base, doc(bench(data=[1.06] * 3)), "median:5%") == 1
+    assert gq.pytest_benchmark_fails(base, doc(bench(data=[1.04] * 3)), "median:5%") == 0
+
+
+def test_gate_inject_parses_and_holds_memory() -> None:
+    inject = _load_tool("gate_inject")
+    assert inject.parse("slow=0.25, mem=0.02") == {"slow": 0.25, "mem": 0.02}
+    assert inject.parse("") == {}
+    with pytest.raises(pytest.UsageError):
+        inject.parse("fast=2")
+    inject._hold_memory(0.001, "cpu")
+    (buf,) = inject._HELD
+    assert len(buf) == pytest.approx(0.001 * inject._current_bytes("cpu"), rel=0.05)
+    inject._HELD.clear()
+
+
+def test_memory_noise_band_from_the_per_round_spread() -> None:
+    # training on a CPU: peak RSS varies by ~30 MB from round to round
+    base = bench(peak_memory_mb=1078.0, peak_memory_mb_std=28.0)
+    cur = bench(peak_memory_mb=1106.0, peak_memory_mb_std=29.0)
+    (row,) = [r for r in gate.compare(doc(base), doc(cur)).rows if r.metric == "peak_memory_mb"]
+    assert row.verdict == "pass"
+    assert row.threshold == f"1%:{3 * (28.0**2 + 29.0**2) ** 0.5:g}"
+    assert "noise band" in row.note
+    steady = bench(peak_memory_mb=1106.0, peak_memory_mb_std=0.0)
+    base["extra_info"]["peak_memory_mb_std"] = 0.0
+    assert verdicts(gate.compare(doc(base), doc(steady)), "peak_memory_mb") == [gate.REGRESSION]
+
+
+def test_gpt2_bench_entry_point(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gpt2_fixtures import cli
+
+    base, slow = str(DATA / "gate_baseline.json"), str(DATA / "gate_slow.json")
+    assert cli.main(["compare", base, str(DATA / "gate_same.json")]) == 0
+    assert cli.main(["compare", base, slow]) == 1
+    foreign = write(tmp_path / "foreign.json", {"results": []})
+    assert cli.main(["compare", base, foreign]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    out = tmp_path / "baselines" / "cpu.json"
+    assert cli.main(["baseline", base, str(out)]) == 0
+    assert bl.load_result(out) == bl.load_result(base)
