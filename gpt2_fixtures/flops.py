@@ -128,6 +128,25 @@ def flops_per_step(
     return flops_per_token(arch, seq_len, phase) * batch_size * seq_len
 
 
+def generate_flops(arch: Architecture, batch_size: int, prompt_len: int, new_tokens: int) -> int:
+    """Greedy generation with a KV cache: a prefill forward over the prompt (which yields the
+    first new token), then one single-token forward per further token, attending to a context
+    that has grown to ``prompt_len + k``: the forward formula with ``T`` = that context."""
+    prefill = flops_per_token(arch, prompt_len, "infer") * prompt_len
+    decode = sum(flops_per_token(arch, prompt_len + k, "infer") for k in range(1, new_tokens))
+    return (prefill + decode) * batch_size
+
+
+def distill_flops(
+    teacher: Architecture, student: Architecture, batch_size: int, seq_len: int
+) -> int:
+    """A teacher forward plus a student training step over the same ``batch x seq_len``."""
+    per_token = flops_per_token(teacher, seq_len, "infer") + flops_per_token(
+        student, seq_len, "train"
+    )
+    return per_token * batch_size * seq_len
+
+
 def achieved_tflops(step_flops: float, times_s: Sequence[float]) -> float:
     """Mean over rounds of ``FLOPs / round time``, in TFLOP/s (the basis of ``tokens_per_s``)."""
     return statistics.fmean(step_flops / t for t in times_s) / 1e12

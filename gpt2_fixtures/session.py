@@ -321,11 +321,25 @@ class BenchSession:
     def flops_info(self, case: Case, times: list[float] | None) -> dict[str, Any]:
         """``flops_per_step``, ``achieved_tflops``, ``mfu``, ``peak_tflops`` (see flops.py)."""
         s = self.settings
-        arch = flops.architecture(self.config)
-        step_flops = flops.flops_per_step(arch, case.batch_size, case.seq_len, case.phase)
+        step_flops = self.step_flops(case)
         dtype = flops.compute_dtype(case.recipe.precision, case.recipe.int8, flops.tf32_matmul())
         peak = s.peak_tflops or flops.peak_tflops(s.device, device_name(s.device), dtype)
         return flops.flops_metrics(step_flops, times, peak)
+
+    def step_flops(self, case: Case) -> int | None:
+        """FLOPs of one step of ``case`` (flops.py); None for a model that is not GPT-2."""
+        b, t = case.batch_size, case.seq_len
+        if case.phase == "distill":
+            opts = self.distill_options()
+            teacher = flops.architecture(self.config_of(opts.teacher))
+            student = flops.architecture(self.config_of(opts.student))
+            if teacher is None or student is None:
+                return None
+            return flops.distill_flops(teacher, student, b, t)
+        arch = flops.architecture(self.config)
+        if arch is not None and case.phase == "generate":
+            return flops.generate_flops(arch, b, t, int(dict(case.extra)["n"]))
+        return flops.flops_per_step(arch, b, t, case.phase)
 
     def logit_diff(self, case: Case, model: torch.nn.Module) -> float | None:
         """Reduced-precision inference against the fp32 model on the case's batch, after the

@@ -184,3 +184,22 @@ def test_parse_peak_tflops():
         with pytest.raises(argparse.ArgumentTypeError):
             flops.parse_peak_tflops(bad)
     assert math.isfinite(flops.parse_peak_tflops("1e3"))
+
+
+def test_generate_and_distill_flops_by_hand():
+    tiny = flops.Architecture(
+        n_layer=2, n_head=2, n_embd=128, vocab_size=50257, n_positions=1024, n_inner=512
+    )
+    n = tiny.n_matmul_params
+
+    def fwd(t):  # 2N + 4*L*d_model*T per token (PaLM appendix B, forward third)
+        return 2 * n + 4 * 2 * 128 * t
+
+    # batch 2, prompt 4, 3 new tokens: prefill 4 tokens at T=4, decode at contexts 5 and 6.
+    assert flops.generate_flops(tiny, 2, 4, 3) == 2 * (4 * fwd(4) + fwd(5) + fwd(6))
+    assert flops.generate_flops(tiny, 1, 4, 1) == 4 * fwd(4)
+    teacher = flops.Architecture(
+        n_layer=4, n_head=4, n_embd=256, vocab_size=50257, n_positions=1024, n_inner=1024
+    )
+    t_fwd = 2 * teacher.n_matmul_params + 4 * 4 * 256 * 64
+    assert flops.distill_flops(teacher, tiny, 2, 64) == (t_fwd + 3 * fwd(64)) * 2 * 64
