@@ -116,12 +116,15 @@ def test_grid_ids_and_new_tokens():
 
 def test_session_resolve_takes_the_generation_options():
     s = session.resolve(device="cpu", prompt_lens=(8,), new_tokens=(4, 6), batch_sizes=(2,))
-    assert [r.id for r in s.recipes] == ["eager-fp32", "sdpa-fp32"]  # the CPU default grid
+    # the CPU default grid (int8 runs in the inference and generation phases)
+    assert [r.id for r in s.recipes] == ["eager-fp32", "sdpa-fp32", "sdpa-int8"]
     assert [c.id for c in session.grid("generate", s)] == [
         "eager-fp32-b2-s8-n4",
         "eager-fp32-b2-s8-n6",
         "sdpa-fp32-b2-s8-n4",
         "sdpa-fp32-b2-s8-n6",
+        "sdpa-int8-b2-s8-n4",
+        "sdpa-int8-b2-s8-n6",
     ]
     assert "prompt_lens=8 new_tokens=4,6" in s.header()
     with pytest.raises(session.SettingsError, match="n_positions"):
