@@ -109,7 +109,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--gpt2-rounds",
         type=cfg.parse_positive_int,
         default=None,
-        help=_default("Measured rounds per case. None means 10 on CPU, 20 on CUDA."),
+        help=_default("Measured rounds per case. None means 20 on CPU and CUDA."),
     )
     group.addoption(
         "--gpt2-threads",

@@ -34,7 +34,7 @@ DEFAULTS = {
         # int8 runs in the infer and generate phases (train and distill skip it): +16 s on a
         # quiet 2-core machine, 68 -> 84 s for the whole grid (docs/optimizations.md).
         "optimizations": "eager-fp32,sdpa-fp32,int8",
-        "rounds": 10,
+        "rounds": 20,
         "warmup": 2,
     },
     "cuda": {
