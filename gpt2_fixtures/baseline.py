@@ -32,6 +32,8 @@ FINGERPRINT_KEYS = (
     "transformers",
     "datasets",
     "cpu_model",
+    "cpu_threads",
+    "malloc",
     "python",
 )
 

@@ -41,6 +41,7 @@ REGRESSION = "REGRESSION"
 PASS = "pass"
 IMPROVED = "improved"
 DRIFT = "drift"
+INCONCLUSIVE = "inconclusive"
 NA = "n/a"
 NEW = "new"
 MISSING = "missing"
@@ -172,10 +173,16 @@ class GateSettings:
     alpha: float = 0.01  # significance level of the one-sided tests
     time_basis: TimeBasis = "auto"
     fail_on_missing: bool = False
+    # How far the control workload's median may move between the two sides before a
+    # time/control verdict is called inconclusive: the ratio absorbs a moderate change of the
+    # machine's speed, not a large one (measured here: control 75% slower, step 42% slower).
+    control_tolerance: float = 0.4
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha!r}")
+        if not self.control_tolerance > 0:
+            raise ValueError(f"control_tolerance must be > 0, got {self.control_tolerance!r}")
         if self.time_basis not in ("auto", "raw"):
             raise ValueError(f"time_basis must be 'auto' or 'raw', got {self.time_basis!r}")
 
@@ -215,7 +222,11 @@ class GateResult:
         return 1 if self.failed else 0
 
     def summary(self) -> str:
-        counts = f"{len(self.regressions)} regression(s), {len(self.new)} new, "
+        counts = f"{len(self.regressions)} regression(s), "
+        inconclusive = sum(r.verdict == INCONCLUSIVE for r in self.rows)
+        if inconclusive:
+            counts += f"{inconclusive} inconclusive, "
+        counts += f"{len(self.new)} new, "
         counts += f"{len(self.missing)} missing benchmark(s)"
         return f"gpt2 gate: {'FAIL' if self.failed else 'PASS'}: {counts}"
 
@@ -444,6 +455,7 @@ def _compare_benchmark(
         p = one_sided_rounds_p(c_ratio, b_ratio)
         b_med, c_med = statistics.median(b_ratio), statistics.median(c_ratio)
         ratio_row = row(TIME_RATIO, b_med, c_med, p, "")
+        ratio_row = _agreement_check(_speed_check(ratio_row, base, cur, settings), rows[0])
         rows.append(ratio_row)
     for metric in EXTRA_METRICS:
         b_val, c_val, p, note = _extra_values(metric, base, cur)
@@ -455,6 +467,49 @@ def _compare_benchmark(
     return [_confirm(r, ratio_row) for r in rows], "ratio"
 
 
+def control_median(bench: Mapping[str, Any]) -> float | None:
+    """Median seconds of the control workload over the rounds, when it was recorded."""
+    control = (bench.get("extra_info") or {}).get("control_round_s")
+    if not isinstance(control, list) or not control or not all(map(_is_number, control)):
+        return None
+    return float(statistics.median(control))
+
+
+def _speed_check(
+    ratio_row: Row, base: Mapping[str, Any], cur: Mapping[str, Any], settings: GateSettings
+) -> Row:
+    """A time/control verdict, pass included, is inconclusive when the machine's own speed (the
+    control's median) moved beyond the tolerance: the ratio is then no fair measure of the code
+    (measured here: the control 80% slower in one process, its step 25% slower than that)."""
+    b, c = control_median(base), control_median(cur)
+    if ratio_row.verdict == NA or not b or not c:
+        return ratio_row
+    speed = max(b, c) / min(b, c) - 1  # the same for a machine 2x slower and 2x faster
+    if speed <= settings.control_tolerance:
+        return ratio_row
+    note = (
+        f"machine speed changed: control {b * 1e3:.3g} -> {c * 1e3:.3g} ms ({speed:.0%} apart, "
+        f"tolerance {settings.control_tolerance:.0%}); rerun, or gate with gpt2-bench ab"
+    )
+    return replace(ratio_row, verdict=INCONCLUSIVE, note=note)
+
+
+def _agreement_check(ratio_row: Row, time_row: Row) -> Row:
+    """A time/control verdict that raw time contradicts (one a regression, the other an
+    improvement, both significant) is inconclusive: the machine's speed changed in a way the
+    control does not follow. Measured here: a co-tenant slowed the control 40-75% but the
+    step less, so identical code looked 25-40% slower against that process."""
+    opposite = {REGRESSION: IMPROVED, IMPROVED: REGRESSION}
+    if opposite.get(ratio_row.verdict) != time_row.verdict:
+        return ratio_row
+    note = (
+        f"raw time says {time_row.verdict} ({_fmt_change(time_row.change)}), the ratio "
+        f"{ratio_row.verdict}: the machine's speed changed unlike the control; rerun, or gate "
+        "with gpt2-bench ab"
+    )
+    return replace(ratio_row, verdict=INCONCLUSIVE, note=note)
+
+
 def _confirm(r: Row, ratio_row: Row) -> Row:
     """A wall-clock regression counts only when the control ratio regressed too."""
     metric = METRICS.get(r.metric)
@@ -462,6 +517,8 @@ def _confirm(r: Row, ratio_row: Row) -> Row:
         return r
     if ratio_row.verdict == REGRESSION:
         return r
+    if ratio_row.verdict == INCONCLUSIVE:
+        return replace(r, verdict=INCONCLUSIVE, note="time/control is inconclusive")
     return replace(r, verdict=DRIFT, note="not confirmed by time/control")
 
 
@@ -572,6 +629,7 @@ def to_json(result: GateResult) -> dict[str, Any]:
             "alpha": s.alpha,
             "time_basis": s.time_basis,
             "fail_on_missing": s.fail_on_missing,
+            "control_tolerance": s.control_tolerance,
             "thresholds": {k: str(v) for k, v in s.thresholds.base.items()},
             "per_benchmark": [[p, m, str(t)] for p, m, t in s.thresholds.per_benchmark],
         },
@@ -621,34 +679,98 @@ def _threshold_arg(text: str) -> tuple[str | None, str, Threshold]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _alpha_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
+    return value
+
+
+def _tolerance_arg(text: str) -> float:
+    value = text[:-1] if text.endswith("%") else ""
+    try:
+        fraction = float(value) / 100
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a percentage such as 25%, got {text!r}"
+        ) from None
+    if not fraction > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0%, got {text}")
+    return fraction
+
+
+def gate_options() -> list[tuple[str, dict[str, Any]]]:
+    """The gate's options, declared once: ``--NAME`` for `compare` and `ab`, ``--gpt2-NAME`` in
+    the pytest plugin (whose parser is argparse too)."""
+    defaults = ", ".join(f"{k}={v}" for k, v in DEFAULT_THRESHOLDS.items())
+    return [
+        (
+            "threshold",
+            {
+                "action": "append",
+                "type": _threshold_arg,
+                "default": [],
+                "metavar": "[PATTERN@]METRIC=PCT%[:FLOOR]",
+                # argparse %-formats help strings: the thresholds' own % signs are escaped.
+                "help": "override a threshold, globally or for benchmarks matching PATTERN; "
+                f"repeatable. Defaults: {defaults}".replace("%", "%%"),
+            },
+        ),
+        (
+            "alpha",
+            {
+                "type": _alpha_arg,
+                "default": 0.01,
+                "help": "significance level of the whole comparison, split over its benchmarks. "
+                "Default: %(default)r",
+            },
+        ),
+        (
+            "time-basis",
+            {
+                "choices": ("auto", "raw"),
+                "default": "auto",
+                "help": "auto: judge time on the control ratio when both sides have one. "
+                "Default: %(default)r",
+            },
+        ),
+        (
+            "control-tolerance",
+            {
+                "type": _tolerance_arg,
+                "default": 0.4,
+                "metavar": "PCT%",
+                "help": "how far apart the control workload's medians of the two sides may be "
+                "(larger over smaller) before a time/control verdict is inconclusive. "
+                "Default: 40%%",
+            },
+        ),
+        (
+            "fail-on-missing",
+            {
+                "action": "store_true",
+                "help": "fail when a baseline benchmark is missing from the current run",
+            },
+        ),
+    ]
+
+
+DEVICE_MISMATCH_OPTION: tuple[str, dict[str, Any]] = (
+    "allow-device-mismatch",
+    {
+        "action": "store_true",
+        "help": "compare even when the baseline was measured on another device",
+    },
+)
+
+
 def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by `compare` and `ab`."""
-    parser.add_argument(
-        "--threshold",
-        action="append",
-        type=_threshold_arg,
-        default=[],
-        metavar="[PATTERN@]METRIC=PCT%[:FLOOR]",
-        help="override a threshold, globally or for benchmarks matching PATTERN; repeatable. "
-        # argparse %-formats help strings: the thresholds' own % signs must be escaped.
-        f"Defaults: {', '.join(f'{k}={v}' for k, v in DEFAULT_THRESHOLDS.items())}".replace(
-            "%", "%%"
-        ),
-    )
-    parser.add_argument(
-        "--alpha", type=float, default=0.01, help="significance level. Default: %(default)r"
-    )
-    parser.add_argument(
-        "--time-basis",
-        choices=("auto", "raw"),
-        default="auto",
-        help="auto: judge time on the control ratio when both sides have one. Default: %(default)r",
-    )
-    parser.add_argument(
-        "--fail-on-missing",
-        action="store_true",
-        help="fail when a baseline benchmark is missing from the current run",
-    )
+    for name, kwargs in gate_options():
+        parser.add_argument(f"--{name}", **kwargs)
     parser.add_argument("--markdown", metavar="FILE", help="write (append) the verdict as Markdown")
     parser.add_argument("--json", metavar="FILE", help="write the verdict as JSON")
 
@@ -659,17 +781,15 @@ def settings_from_args(args: argparse.Namespace) -> GateSettings:
         alpha=args.alpha,
         time_basis=args.time_basis,
         fail_on_missing=args.fail_on_missing,
+        control_tolerance=args.control_tolerance,
     )
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("baseline", help="baseline pytest-benchmark JSON")
     parser.add_argument("current", help="current pytest-benchmark JSON")
-    parser.add_argument(
-        "--allow-device-mismatch",
-        action="store_true",
-        help="compare even when the baseline was measured on another device",
-    )
+    name, kwargs = DEVICE_MISMATCH_OPTION
+    parser.add_argument(f"--{name}", **kwargs)
     add_gate_arguments(parser)
 
 

@@ -8,8 +8,8 @@ hooks and are dropped afterwards.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
+import functools
 import math
 import resource
 import statistics
@@ -23,6 +23,9 @@ from typing import Any, Protocol
 import torch
 
 MB = 1024 * 1024
+# Untimed steps that read CPU peak RSS (see settled_cpu_peaks). Two rounds often agree by
+# chance while the next three differ by one logits-sized buffer: five show the spread.
+SETTLED_ROUNDS = 5
 
 
 def synchronize(device: str) -> None:
@@ -104,23 +107,81 @@ class CpuRssTracker:
         return kb / 1024, None
 
 
+@functools.cache
+def glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (mallopt, malloc_trim), else None (musl, macOS)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.gnu_get_libc_version  # noqa: B018  a glibc-only symbol
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
 def trim_heap() -> None:
     """Give freed heap pages back to the OS (glibc ``malloc_trim``; a no-op elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl): nothing to trim
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    libc = glibc()
+    if libc is not None:  # elsewhere there is nothing to trim
+        libc.malloc_trim(0)
+
+
+# glibc's mallopt parameters (malloc.h) and the values of the steady setting.
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+STEADY_TRIM_THRESHOLD = 1 << 30
+MALLOC_MODES = ("steady", "system")
+_malloc_setting = "system"
+
+
+def configure_malloc(mode: str) -> str:
+    """Make host allocations steady for CPU timing; returns the label machine_info records.
+
+    glibc serves large blocks (from 128 KiB to 32 MiB, a threshold it retunes as blocks are
+    freed) with fresh mappings that are unmapped on free, and gives the freed top of its heap
+    back to the OS, so a CPU step re-faults memory that it freed in the step before, and how
+    much depends on the heap's history in that process. Measured here: a tiny GPT-2 training
+    step took 0 to 44k page faults (median 18-25k), a batch-4 x 256 inference step 50k (its
+    205 MB logits), about 45% of its time; the same case ran 124 ms in one process and 212 ms
+    in the next. Serving every block from the heap and never trimming it on free keeps a
+    warmed-up step at no page faults, as the CUDA caching allocator and jemalloc do;
+    ``malloc_trim`` (trim_heap) still gives memory back between cases. "system" leaves the
+    allocator alone.
+    """
+    global _malloc_setting
+    if mode not in MALLOC_MODES:
+        raise ValueError(f"malloc mode {mode!r}: expected one of {', '.join(MALLOC_MODES)}")
+    if mode == "steady" and _set_glibc_steady():
+        _malloc_setting = f"glibc mmap_max=0 trim_threshold={STEADY_TRIM_THRESHOLD // MB}MiB"
+    return _malloc_setting
+
+
+def _set_glibc_steady() -> bool:
+    libc = glibc()
+    if libc is None:
+        return False
+    # mallopt returns 1 on success; either call also stops glibc retuning its thresholds
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(
+        libc.mallopt(M_TRIM_THRESHOLD, STEADY_TRIM_THRESHOLD)
+    )
+
+
+def malloc_setting() -> str:
+    """The host allocator's setting, as machine_info records it ("system" when untouched)."""
+    return _malloc_setting
 
 
 def settled_cpu_peaks(
-    step: Callable[[], None], tracker: MemoryTracker, rounds: int = 2
+    step: Callable[[], None], tracker: MemoryTracker, rounds: int = SETTLED_ROUNDS
 ) -> list[float]:
     """Peak RSS of ``rounds`` extra untimed steps, each started from a trimmed heap.
 
     glibc keeps freed blocks, so the peak RSS of a timed round depends on what earlier rounds
     and cases left in the heap: identical processes gave training peaks of 1033-1203 MB. Trimming
     inside the timed rounds would add page faults to the measured time, so memory is read in
-    these separate rounds instead.
+    these separate rounds instead. Even from a trimmed heap, whether a large buffer (tiny
+    GPT-2's 25 MB logits) lands on pages the step already touched varies from step to step, so
+    the rounds' spread is kept: the gate widens its memory threshold by it.
     """
     peaks = []
     for _ in range(rounds):
@@ -129,6 +190,23 @@ def settled_cpu_peaks(
         step()
         peaks.append(tracker.read()[0])
     return peaks
+
+
+def settled_memory(
+    step: Callable[[], None],
+    tracker: MemoryTracker,
+    reduce: Callable[[list[float]], list[float]] | None = None,
+) -> dict[str, float]:
+    """``peak_memory_mb`` and ``peak_memory_mb_std`` from settled rounds on a CPU (RSS), else
+    nothing: CUDA peaks come from the allocator's counters in the timed rounds. ``reduce``
+    combines the rounds' peaks across ranks (every rank must call this: ``step`` may hold
+    collectives)."""
+    if tracker.kind != "cpu_rss":
+        return {}
+    peaks = settled_cpu_peaks(step, tracker)
+    if reduce is not None:
+        peaks = reduce(peaks)
+    return {"peak_memory_mb": max(peaks), "peak_memory_mb_std": statistics.stdev(peaks)}
 
 
 def memory_tracker(device: str) -> MemoryTracker:

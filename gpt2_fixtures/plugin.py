@@ -6,7 +6,6 @@ Nothing here measures or compares: that lives in plain modules (``session``, ``m
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 from collections.abc import Generator
@@ -23,6 +22,7 @@ from gpt2_fixtures import (
     gate,
     guards,
     hub,
+    measure,
     models,
     report,
     session,
@@ -121,6 +121,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         ),
     )
     group.addoption(
+        "--gpt2-malloc",
+        choices=measure.MALLOC_MODES,
+        default="steady",
+        help=_default(
+            "CPU runs: steady serves every block from glibc's heap and never trims it on free, "
+            "so warmed-up steps do not re-fault freed memory (README, How it measures); system "
+            "leaves the allocator as it is."
+        ),
+    )
+    group.addoption(
         "--gpt2-warmup",
         type=cfg.parse_non_negative_int,
         default=None,
@@ -157,7 +167,7 @@ def _settings_from_options(config: pytest.Config) -> session.Settings:
     opt = config.getoption
     session.set_cpu_threads(opt("gpt2_threads"))
     try:
-        return session.resolve(
+        resolved = session.resolve(
             device=dist_bench.local_device(opt("gpt2_device"), dist_bench.launch_env()),
             model=opt("gpt2_model"),
             weights=opt("gpt2_weights"),
@@ -177,6 +187,9 @@ def _settings_from_options(config: pytest.Config) -> session.Settings:
         )
     except USER_ERRORS as exc:
         raise pytest.UsageError(f"gpt2-bench: {exc}") from None
+    if resolved.device_type == "cpu":
+        measure.configure_malloc(opt("gpt2_malloc"))
+    return resolved
 
 
 def _add_phase_options(group: pytest.OptionGroup) -> None:
@@ -247,8 +260,28 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "gpt2_gate(**thresholds): per-benchmark gate thresholds, e.g. time='20%'"
     )
+    config.pluginmanager.register(AtomicJsonHooks(), "gpt2-atomic-json")
     config.pluginmanager.register(GateHooks(config), "gpt2-gate")
     config.pluginmanager.register(ReportHooks(config), "gpt2-report")
+
+
+class AtomicJsonHooks:
+    """``--benchmark-json`` written atomically: pytest-benchmark opens the file for writing
+    before it serialises, so a failure there (or a kill) left an empty file where the previous
+    results were. Its session object is read at session start, once its own configure ran."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        bs = getattr(session.config, "_benchmarksession", None)
+        if bs is None or not getattr(bs, "json", None):
+            return
+
+        def save_json(output_json: dict[str, Any]) -> None:
+            text = safe_dumps(output_json, ensure_ascii=True, indent=4)
+            baseline.atomic_write_text(bs.json, text)
+            bs.logger.info(f"Wrote benchmark data in: {bs.json}", purple=True)
+
+        bs.save_json = save_json
 
 
 def _check_marker_expression(config: pytest.Config) -> None:
@@ -412,13 +445,6 @@ def _add_distributed_options(group: pytest.OptionGroup) -> None:
 # The regression gate (logic in gate.py and baseline.py; docs/gate.md)
 
 
-def _threshold_option(text: str) -> tuple[str | None, str, gate.Threshold]:
-    try:
-        return gate.parse_threshold(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _add_gate_options(group: pytest.OptionGroup) -> None:
     group.addoption(
         "--gpt2-baseline",
@@ -429,34 +455,8 @@ def _add_gate_options(group: pytest.OptionGroup) -> None:
             "a regression fails the session (exit status 1)."
         ),
     )
-    group.addoption(
-        "--gpt2-threshold",
-        action="append",
-        type=_threshold_option,
-        default=[],
-        metavar="[PATTERN@]METRIC=PCT%[:FLOOR]",
-        help="Gate threshold override, repeatable. Defaults: "
-        + ", ".join(f"{k}={v}" for k, v in gate.DEFAULT_THRESHOLDS.items()).replace("%", "%%"),
-    )
-    group.addoption(
-        "--gpt2-alpha", type=float, default=0.01, help=_default("Gate significance level.")
-    )
-    group.addoption(
-        "--gpt2-time-basis",
-        choices=("auto", "raw"),
-        default="auto",
-        help=_default("auto judges time on the control ratio when both sides have one."),
-    )
-    group.addoption(
-        "--gpt2-fail-on-missing",
-        action="store_true",
-        help="Gate: fail when a baseline benchmark did not run.",
-    )
-    group.addoption(
-        "--gpt2-allow-device-mismatch",
-        action="store_true",
-        help="Gate: compare even when the baseline comes from another device.",
-    )
+    for name, kwargs in [*gate.gate_options(), gate.DEVICE_MISMATCH_OPTION]:
+        group.addoption(f"--gpt2-{name}", **kwargs)
     group.addoption("--gpt2-gate-markdown", metavar="FILE", help="Append the verdict as Markdown.")
     group.addoption("--gpt2-gate-json", metavar="FILE", help="Write the verdict as JSON.")
     group.addoption(
@@ -540,6 +540,7 @@ class GateHooks:
             alpha=opt("gpt2_alpha"),
             time_basis=opt("gpt2_time_basis"),
             fail_on_missing=opt("gpt2_fail_on_missing"),
+            control_tolerance=opt("gpt2_control_tolerance"),
         )
         allow = opt("gpt2_allow_device_mismatch")
         self.result = gate.gate_documents(self.baseline, doc, settings, allow)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from statistics import stdev
 from typing import Any
 
 import torch
@@ -83,7 +82,8 @@ class Settings:
             f"weights={self.weights} dataset={self.dataset} "
             f"batch_sizes={','.join(map(str, self.batch_sizes))} "
             f"seq_lens={','.join(map(str, self.seq_lens))} optimizations={recipes} "
-            f"rounds={self.rounds} warmup={self.warmup} cpu_threads={torch.get_num_threads()}"
+            f"rounds={self.rounds} warmup={self.warmup} cpu_threads={torch.get_num_threads()} "
+            f"malloc={measure.malloc_setting()}"
             + "".join(f"\n  {p.header()}" for p in (self.generate, self.distill) if p)
         )
 
@@ -311,9 +311,7 @@ class BenchSession:
         info = self.describe(case, n) | prepared
         if times is not None:
             info.update(measure.round_metrics(times, case.batch_size, tokens, hooks))
-            if hooks.memory.kind == "cpu_rss":
-                peaks = measure.settled_cpu_peaks(step, hooks.memory)
-                info["peak_memory_mb"], info["peak_memory_mb_std"] = max(peaks), stdev(peaks)
+            info.update(measure.settled_memory(step, hooks.memory))
         info |= self.flops_info(case, times)
         info["max_logit_diff"] = self.logit_diff(case, model)
         return info
@@ -443,6 +441,7 @@ def environment(device: str) -> dict[str, Any]:
         "bf16_supported": bool(cuda and torch.cuda.is_bf16_supported()),
         "cpu_model": cpu_model(),
         "cpu_threads": torch.get_num_threads(),
+        "malloc": measure.malloc_setting(),
         "python": platform.python_version(),
     }
     if cuda:

@@ -140,6 +140,43 @@ def test_ratio_catches_a_slowdown_hidden_by_a_faster_machine() -> None:
     assert result.exit_code == 1
 
 
+def test_a_large_change_of_machine_speed_makes_the_ratio_inconclusive() -> None:
+    # measured here: the control ran 75% slower in the baseline's process, the step only 42%,
+    # so the ratio moved +20% with no code change
+    base = bench(data=rounds(0.255, 1), control=rounds(0.031, 3))
+    cur = bench(data=rounds(0.180, 2), control=rounds(0.0177, 4))
+    result = gate.compare(doc(base), doc(cur))
+    (row,) = [r for r in result.rows if r.metric == "time/control"]
+    assert row.verdict == gate.INCONCLUSIVE
+    assert "machine speed changed: control 30.7 -> 17.6 ms (74% apart" in row.note
+    assert result.exit_code == 0
+    assert "1 inconclusive" in result.summary()
+    # raw time (30% faster) is not called an improvement or drift either: nothing is judged
+    assert verdicts(result) == [gate.IMPROVED]
+    # and a ratio that looks unchanged is no verdict while the machine moved that far
+    same = bench(data=rounds(0.255 * 17.7 / 31, 5), control=rounds(0.0177, 6))
+    assert verdicts(gate.compare(doc(base), doc(same)), "time/control") == [gate.INCONCLUSIVE]
+    # a wider tolerance lets the ratio speak, where raw time does not contradict it
+    steady_raw = bench(data=rounds(0.255, 7), control=rounds(0.0177, 8))
+    narrow = gate.compare(doc(base), doc(steady_raw))
+    assert verdicts(narrow, "time/control") == [gate.INCONCLUSIVE]
+    wide = gate.compare(doc(base), doc(steady_raw), gate.GateSettings(control_tolerance=1.0))
+    assert verdicts(wide, "time/control") == [gate.REGRESSION]
+    assert gate.to_json(wide)["settings"]["control_tolerance"] == 1.0
+    # raw time and ratio pointing opposite ways is inconclusive at any tolerance
+    contradicted = gate.compare(doc(base), doc(cur), gate.GateSettings(control_tolerance=1.0))
+    (row,) = [r for r in contradicted.rows if r.metric == "time/control"]
+    assert row.verdict == gate.INCONCLUSIVE and row.note.startswith("raw time says improved")
+
+
+def test_control_tolerance_option() -> None:
+    assert compare_args("a", "b").control_tolerance == 0.4
+    assert compare_args("a", "b", "--control-tolerance", "80%").control_tolerance == 0.8
+    for bad in ("80", "0%", "x%"):
+        with pytest.raises(SystemExit):
+            compare_args("a", "b", "--control-tolerance", bad)
+
+
 def test_raw_basis_ignores_the_control() -> None:
     base = bench(data=rounds(0.01, 1), control=rounds(0.003, 3))
     cur = bench(data=rounds(0.013, 2), control=rounds(0.0039, 4))
@@ -375,6 +412,13 @@ def test_cli_threshold_override_turns_the_fixture_green() -> None:
 def test_bad_threshold_is_an_argparse_error() -> None:
     with pytest.raises(SystemExit):
         compare_args("a", "b", "--threshold", "time=5")
+
+
+@pytest.mark.parametrize("alpha", ["0", "1.5", "often"])
+def test_bad_alpha_is_an_argparse_error(alpha: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        compare_args("a", "b", "--alpha", alpha)
+    assert "--alpha" in capsys.readouterr().err
 
 
 def test_markdown_escapes_pipes_and_json_is_strict() -> None:

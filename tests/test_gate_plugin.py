@@ -91,6 +91,14 @@ def test_threshold_option_and_marker_override(pytester: pytest.Pytester, baselin
     bad.stderr.fnmatch_lines(["*test_noop*gpt2_gate marker*needs a % sign*"])
 
 
+def test_bad_alpha_stops_before_running(pytester: pytest.Pytester, baseline: Path) -> None:
+    write_bench(pytester, mem=400.0)
+    result = run(pytester, f"--gpt2-baseline={baseline}", "--gpt2-alpha=5")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--gpt2-alpha: must be in (0, 1), got 5*"])
+    result.stdout.no_fnmatch_line("*passed*")
+
+
 def test_unusable_baseline_stops_before_running(pytester: pytest.Pytester) -> None:
     write_bench(pytester, mem=400.0)
     (pytester.path / "bad.json").write_text('{"benchmarks": [')

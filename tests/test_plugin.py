@@ -121,45 +121,6 @@ def test_bad_input_is_one_line_without_traceback(bench_dir, args, message):
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
 
 
-def test_out_of_memory_skips_the_case_and_the_grid_goes_on(bench_dir):
-    bench_dir.makeconftest(
-        """
-import torch
-from gpt2_fixtures import steps
-
-_real = steps.infer_step
-
-def _oom_for_batch_2(model, batch, recipe, device):
-    if batch.shape[0] == 2:
-        def step():
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        return step, steps.StepState()
-    return _real(model, batch, recipe, device)
-
-steps.infer_step = _oom_for_batch_2
-"""
-    )
-    result = run(
-        bench_dir,
-        *SMALL,
-        "-m",
-        "inference",
-        "--gpt2-optimizations",
-        "sdpa",
-        "--benchmark-json=out.json",
-        "-rs",
-    )
-    result.assert_outcomes(passed=2, skipped=2, deselected=4)
-    result.stdout.fnmatch_lines(
-        ["*sdpa-fp32-b2-s16: out of memory (CUDA out of memory. Tried to allocate 20.00 GiB*"]
-    )
-    doc = json.loads((bench_dir.path / "out.json").read_text())
-    assert sorted(b["name"] for b in doc["benchmarks"]) == [
-        "test_infer[sdpa-fp32-b1-s16]",
-        "test_infer[sdpa-fp32-b1-s32]",
-    ]
-
-
 def test_threads_option_reaches_header_and_machine_info(bench_dir):
     result = run(
         bench_dir,
