@@ -27,7 +27,7 @@ import math
 import statistics
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -706,6 +706,7 @@ def gate_options() -> list[tuple[str, dict[str, Any]]]:
     """The gate's options, declared once: ``--NAME`` for `compare` and `ab`, ``--gpt2-NAME`` in
     the pytest plugin (whose parser is argparse too)."""
     defaults = ", ".join(f"{k}={v}" for k, v in DEFAULT_THRESHOLDS.items())
+    settings = GateSettings()
     return [
         (
             "threshold",
@@ -723,7 +724,7 @@ def gate_options() -> list[tuple[str, dict[str, Any]]]:
             "alpha",
             {
                 "type": _alpha_arg,
-                "default": 0.01,
+                "default": settings.alpha,
                 "help": "significance level of the whole comparison, split over its benchmarks. "
                 "Default: %(default)r",
             },
@@ -732,7 +733,7 @@ def gate_options() -> list[tuple[str, dict[str, Any]]]:
             "time-basis",
             {
                 "choices": ("auto", "raw"),
-                "default": "auto",
+                "default": settings.time_basis,
                 "help": "auto: judge time on the control ratio when both sides have one. "
                 "Default: %(default)r",
             },
@@ -741,11 +742,11 @@ def gate_options() -> list[tuple[str, dict[str, Any]]]:
             "control-tolerance",
             {
                 "type": _tolerance_arg,
-                "default": 0.4,
+                "default": settings.control_tolerance,
                 "metavar": "PCT%",
                 "help": "how far apart the control workload's medians of the two sides may be "
                 "(larger over smaller) before a time/control verdict is inconclusive. "
-                "Default: 40%%",
+                f"Default: {settings.control_tolerance:.0%}".replace("%", "%%"),
             },
         ),
         (
@@ -775,14 +776,22 @@ def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="FILE", help="write the verdict as JSON")
 
 
-def settings_from_args(args: argparse.Namespace) -> GateSettings:
+def settings_from(
+    get: Callable[[str], Any], overrides: Sequence[tuple[str | None, str, Threshold]] = ()
+) -> GateSettings:
+    """GateSettings from the options of gate_options(), read by ``get(dest)`` (``dest`` as
+    argparse names it, e.g. "time_basis"); ``overrides`` come after the command line's."""
     return GateSettings(
-        thresholds=Thresholds().override(args.threshold),
-        alpha=args.alpha,
-        time_basis=args.time_basis,
-        fail_on_missing=args.fail_on_missing,
-        control_tolerance=args.control_tolerance,
+        thresholds=Thresholds().override([*get("threshold"), *overrides]),
+        alpha=get("alpha"),
+        time_basis=get("time_basis"),
+        fail_on_missing=get("fail_on_missing"),
+        control_tolerance=get("control_tolerance"),
     )
+
+
+def settings_from_args(args: argparse.Namespace) -> GateSettings:
+    return settings_from(lambda dest: getattr(args, dest))
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:

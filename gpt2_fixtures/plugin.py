@@ -535,13 +535,7 @@ class GateHooks:
             self.lines.append(f"gpt2 gate: baseline written to {opt('gpt2_save_baseline')}")
         if self.baseline is None:
             return
-        settings = gate.GateSettings(
-            thresholds=gate.Thresholds().override([*opt("gpt2_threshold"), *self.overrides]),
-            alpha=opt("gpt2_alpha"),
-            time_basis=opt("gpt2_time_basis"),
-            fail_on_missing=opt("gpt2_fail_on_missing"),
-            control_tolerance=opt("gpt2_control_tolerance"),
-        )
+        settings = gate.settings_from(lambda dest: opt(f"gpt2_{dest}"), self.overrides)
         allow = opt("gpt2_allow_device_mismatch")
         self.result = gate.gate_documents(self.baseline, doc, settings, allow)
         gate.write_outputs(self.result, opt("gpt2_gate_markdown"), opt("gpt2_gate_json"))

@@ -1,29 +1,12 @@
-"""Shared by the pytester tests: a benchmark file like the real ones, and a runner."""
+"""Shared by the pytester tests: the real benchmark files in a pytester folder, and a runner."""
+
+from pathlib import Path
 
 import pytest
 
-BENCH = """
-import math
-import pytest
-from gpt2_fixtures import steps
-
-@pytest.mark.train
-def test_train(benchmark, gpt2_case, gpt2_session):
-    model = gpt2_session.model(gpt2_case)
-    batch = gpt2_session.batch(gpt2_case)
-    step, state = steps.train_step(model, batch, gpt2_case.recipe, gpt2_session.settings.device)
-    info = gpt2_session.measure(benchmark, gpt2_case, step, model)
-    info["loss"] = state.loss()
-    benchmark.extra_info.update(info)
-    assert math.isfinite(info["loss"]), f"loss is {info['loss']}"
-
-@pytest.mark.inference
-def test_infer(benchmark, gpt2_case, gpt2_session):
-    model = gpt2_session.model(gpt2_case)
-    batch = gpt2_session.batch(gpt2_case)
-    step, _ = steps.infer_step(model, batch, gpt2_case.recipe, gpt2_session.settings.device)
-    benchmark.extra_info.update(gpt2_session.measure(benchmark, gpt2_case, step, model))
-"""
+# The real benchmark files, so the plugin tests exercise what `pytest benchmarks` runs.
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCH_FILES = ("test_training", "test_inference")
 
 SMALL = [
     "--gpt2-batch-sizes",
@@ -42,7 +25,7 @@ def make_bench_dir(pytester: pytest.Pytester) -> pytest.Pytester:
         "[pytest]\nmarkers =\n    train: t\n    inference: i\n    generation: g\n"
         "    distillation: d\n"
     )
-    pytester.makepyfile(test_bench=BENCH)
+    pytester.makepyfile(**{name: (BENCHMARKS / f"{name}.py").read_text() for name in BENCH_FILES})
     return pytester
 
 
