@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from gpt2_fixtures import data, measure, models, optimizations, steps
+from gpt2_fixtures import controls, data, measure, models, optimizations, steps
 from gpt2_fixtures.config import Case
 
 STRATEGIES = ("ddp", "fsdp")
@@ -434,11 +434,11 @@ def measure_rounds(
     """
     s, case = bench.settings, dcase.case
     size = dist.get_world_size(group)
-    control = measure.ControlWorkload(
-        s.device, measure.approx_step_flops(n_params, case.tokens, case.phase)
-    )
     hooks = BarrierRoundHooks(
-        measure.memory_tracker(s.device), control, group=group, device=s.device
+        measure.memory_tracker(s.device),
+        controls.control_for(model, s.device, case, case.tokens, n_params, s.control),
+        group=group,
+        device=s.device,
     )
 
     def synced_step() -> None:
@@ -455,6 +455,7 @@ def measure_rounds(
         times = reduce_rounds(times, hooks, group, s.device)
         info.update(measure.round_metrics(times, case.batch_size * size, case.tokens * size, hooks))
         info["tokens_per_s_per_rank"] = info["tokens_per_s"] / size
+        hooks.control = None  # its tensors are no part of the step's memory
         info.update(
             measure.settled_memory(
                 synced_step, hooks.memory, lambda peaks: reduce_max(peaks, group, s.device)

@@ -3,7 +3,8 @@
 pytest-benchmark times each round (``benchmark.pedantic``). Around it, ``RoundHooks`` runs in
 pedantic's untimed ``setup``/``teardown``: before a round it times the control workload and
 resets the memory peak, after a round it reads the peak. Warmup rounds go through the same
-hooks and are dropped afterwards.
+hooks and are dropped afterwards. The recorded memory comes from settled untimed rounds after
+the timed ones (``settled_memory``), once the control workload is released.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import math
 import resource
 import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import torch
 
 MB = 1024 * 1024
-# Untimed steps that read CPU peak RSS (see settled_cpu_peaks). Two rounds often agree by
+# Untimed steps that read the memory peak (see settled_peaks). Two rounds often agree by
 # chance while the next three differ by one logits-sized buffer: five show the spread.
 SETTLED_ROUNDS = 5
 
@@ -47,6 +47,10 @@ class MemoryTracker(Protocol):
         """(peak MB since the last reset, peak reserved MB or None)."""
         ...
 
+    def release(self) -> None:
+        """Give cached free memory back (CUDA's cache, glibc's heap) before a settled round."""
+        ...
+
 
 class CudaMemoryTracker:
     """Peak allocated and reserved bytes of the caching allocator on one device."""
@@ -58,6 +62,9 @@ class CudaMemoryTracker:
 
     def reset(self) -> None:
         torch.cuda.reset_peak_memory_stats(self.device)
+
+    def release(self) -> None:
+        torch.cuda.empty_cache()
 
     def read(self) -> tuple[float, float | None]:
         return (
@@ -98,6 +105,9 @@ class CpuRssTracker:
     def reset(self) -> None:
         if self.kind == "cpu_rss":
             Path("/proc/self/clear_refs").write_text("5")
+
+    def release(self) -> None:
+        trim_heap()
 
     def read(self) -> tuple[float, float | None]:
         kb = self._vm_hwm_kb() if self.kind == "cpu_rss" else None
@@ -171,10 +181,14 @@ def malloc_setting() -> str:
     return _malloc_setting
 
 
-def settled_cpu_peaks(
+def settled_peaks(
     step: Callable[[], None], tracker: MemoryTracker, rounds: int = SETTLED_ROUNDS
-) -> list[float]:
-    """Peak RSS of ``rounds`` extra untimed steps, each started from a trimmed heap.
+) -> tuple[list[float], list[float]]:
+    """Peaks (and reserved peaks, CUDA) of ``rounds`` extra untimed steps, each started from
+    released memory: a trimmed heap on a CPU, an emptied cache on CUDA.
+
+    They run after the timed rounds, once the control workload is gone, so they count the
+    step's memory alone (the twin control holds its weights while the rounds run).
 
     glibc keeps freed blocks, so the peak RSS of a timed round depends on what earlier rounds
     and cases left in the heap: identical processes gave training peaks of 1033-1203 MB. Trimming
@@ -183,13 +197,17 @@ def settled_cpu_peaks(
     GPT-2's 25 MB logits) lands on pages the step already touched varies from step to step, so
     the rounds' spread is kept: the gate widens its memory threshold by it.
     """
-    peaks = []
+    peaks: list[float] = []
+    reserved: list[float] = []
     for _ in range(rounds):
-        trim_heap()
+        tracker.release()
         tracker.reset()
         step()
-        peaks.append(tracker.read()[0])
-    return peaks
+        peak, res = tracker.read()
+        peaks.append(peak)
+        if res is not None:
+            reserved.append(res)
+    return peaks, reserved
 
 
 def settled_memory(
@@ -197,16 +215,19 @@ def settled_memory(
     tracker: MemoryTracker,
     reduce: Callable[[list[float]], list[float]] | None = None,
 ) -> dict[str, float]:
-    """``peak_memory_mb`` and ``peak_memory_mb_std`` from settled rounds on a CPU (RSS), else
-    nothing: CUDA peaks come from the allocator's counters in the timed rounds. ``reduce``
+    """``peak_memory_mb``, ``peak_memory_mb_std`` (and ``peak_reserved_mb`` on CUDA) from
+    settled rounds; nothing where the peak cannot be reset (``cpu_rss_lifetime``). ``reduce``
     combines the rounds' peaks across ranks (every rank must call this: ``step`` may hold
     collectives)."""
-    if tracker.kind != "cpu_rss":
+    if tracker.kind == "cpu_rss_lifetime":
         return {}
-    peaks = settled_cpu_peaks(step, tracker)
-    if reduce is not None:
-        peaks = reduce(peaks)
-    return {"peak_memory_mb": max(peaks), "peak_memory_mb_std": statistics.stdev(peaks)}
+    peaks, reserved = settled_peaks(step, tracker)
+    reduce = reduce or (lambda values: values)
+    peaks = reduce(peaks)
+    info = {"peak_memory_mb": max(peaks), "peak_memory_mb_std": statistics.stdev(peaks)}
+    if reserved:
+        info["peak_reserved_mb"] = max(reduce(reserved))
+    return info
 
 
 def memory_tracker(device: str) -> MemoryTracker:
@@ -217,39 +238,14 @@ def memory_tracker(device: str) -> MemoryTracker:
 # Control workload
 
 
-class ControlWorkload:
-    """A fixed matmul loop that does not depend on the code under test.
+class Control(Protocol):
+    """A fixed workload timed before every round (controls.py: the GPT-2 twin, the matmul loop)."""
 
-    Timed before every round, it measures how fast the machine is at that moment; the gate can
-    judge ``round_time / control_time`` where raw times drift with machine load. Its size is a
-    pure function of the case (never calibrated on the machine), so baseline and current runs
-    do the same control work: about a quarter of the step's FLOPs, in 384x384 fp32 matmuls on a
-    CPU and 2048x2048 on CUDA, bounded to [16, 64] matmuls. Below 16 (about 15 ms on one CPU
-    core) the control's own noise dominates: measured here, per-process ratios of one case
-    spread 30% with 4 matmuls and 7% with 16.
-    """
-
-    def __init__(self, device: str, step_flops: float) -> None:
-        self.device = device
-        n = 2048 if device.startswith("cuda") else 384
-        gen = torch.Generator().manual_seed(0)
-        self.a = torch.randn(n, n, generator=gen).to(device)
-        self.b = torch.randn(n, n, generator=gen).to(device)
-        self.repeats = int(min(64, max(16, round(0.25 * step_flops / (2 * n**3)))))
+    kind: str
 
     def run(self) -> float:
-        """Seconds for ``repeats`` matmuls, synchronized on both ends."""
-        synchronize(self.device)
-        start = time.perf_counter()
-        for _ in range(self.repeats):
-            torch.mm(self.a, self.b)
-        synchronize(self.device)
-        return time.perf_counter() - start
-
-
-def approx_step_flops(n_params: int, tokens: int, phase: str) -> float:
-    """2N FLOPs per token forward, 6N with backward (Kaplan et al. 2020, section 2.1)."""
-    return (6 if phase in ("train", "distill") else 2) * n_params * tokens
+        """Seconds for one run of the workload, synchronized on both ends."""
+        ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,7 +257,7 @@ class RoundHooks:
     """pedantic's setup/teardown: control time and memory peak of every round."""
 
     memory: MemoryTracker
-    control: ControlWorkload | None
+    control: Control | None
     control_s: list[float] = field(default_factory=list)
     peaks_mb: list[float] = field(default_factory=list)
     reserved_mb: list[float] = field(default_factory=list)
@@ -309,6 +305,7 @@ def round_metrics(
         "memory_kind": hooks.memory.kind,
         "peak_reserved_mb": max(reserved) if reserved else None,
         "control_round_s": list(control),
+        "control_kind": hooks.control.kind if hooks.control is not None else None,
         "time_ratio_median": (
             statistics.median(t / c for t, c in zip(times_s, control, strict=True))
             if control

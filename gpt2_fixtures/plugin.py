@@ -16,6 +16,7 @@ from pytest_benchmark.utils import safe_dumps
 
 from gpt2_fixtures import (
     baseline,
+    controls,
     data,
     distill,
     flops,
@@ -131,6 +132,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         ),
     )
     group.addoption(
+        "--gpt2-control",
+        choices=controls.CONTROLS,
+        default=controls.TWIN,
+        help=_default(
+            "The workload timed before every round, that the gate's time/control ratio divides "
+            "by: twin is a plain-torch GPT-2 of the case's shape and phase, which slows down as "
+            "the step does; matmul a fixed matmul loop, cheaper on large GPU cases "
+            "(README, How it measures)."
+        ),
+    )
+    group.addoption(
         "--gpt2-warmup",
         type=cfg.parse_non_negative_int,
         default=None,
@@ -184,6 +196,7 @@ def _settings_from_options(config: pytest.Config) -> session.Settings:
             kd_temperature=opt("gpt2_kd_temperature"),
             kd_alpha=opt("gpt2_kd_alpha"),
             peak_tflops=opt("gpt2_peak_tflops"),
+            control=opt("gpt2_control"),
         )
     except USER_ERRORS as exc:
         raise pytest.UsageError(f"gpt2-bench: {exc}") from None

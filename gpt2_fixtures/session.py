@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from gpt2_fixtures import data, distill, flops, generation, measure, models, optimizations
+from gpt2_fixtures import controls, data, distill, flops, generation, measure, models, optimizations
 from gpt2_fixtures.config import PRESETS, Case, Recipe, parse_recipes
 
 
@@ -70,6 +70,8 @@ class Settings:
     distill: distill.DistillOptions | None = None
     # --gpt2-peak-tflops: the peak MFU divides by, instead of the device table's (flops.py).
     peak_tflops: float | None = None
+    # --gpt2-control: the workload timed before every round (controls.py).
+    control: str = controls.TWIN
 
     @property
     def device_type(self) -> str:
@@ -83,7 +85,7 @@ class Settings:
             f"batch_sizes={','.join(map(str, self.batch_sizes))} "
             f"seq_lens={','.join(map(str, self.seq_lens))} optimizations={recipes} "
             f"rounds={self.rounds} warmup={self.warmup} cpu_threads={torch.get_num_threads()} "
-            f"malloc={measure.malloc_setting()}"
+            f"malloc={measure.malloc_setting()} control={self.control}"
             + "".join(f"\n  {p.header()}" for p in (self.generate, self.distill) if p)
         )
 
@@ -139,6 +141,7 @@ def resolve(
     kd_temperature: float | None = None,
     kd_alpha: float | None = None,
     peak_tflops: float | None = None,
+    control: str = controls.TWIN,
 ) -> Settings:
     """Fill the device-dependent defaults and check what can be checked before collection."""
     dev = resolve_device(device)
@@ -185,6 +188,7 @@ def resolve(
         generate=gen,
         distill=kd,
         peak_tflops=peak_tflops,
+        control=control,
     )
 
 
@@ -301,16 +305,15 @@ class BenchSession:
         s = self.settings
         n = self._model_n_params if model is self._model else models.n_params(model)
         tokens = case.tokens if tokens is None else tokens
-        # The control workload's size (a rough 2N/6N): not the flops module's count, see below.
-        control = measure.ControlWorkload(
-            s.device, measure.approx_step_flops(n, tokens, case.phase)
-        )
+        control = controls.control_for(model, s.device, case, tokens, n, s.control)
         hooks = measure.RoundHooks(measure.memory_tracker(s.device), control)
+        del control  # hooks.control holds it until released
         prepared = optimizations.prepare(step, case.recipe, model)  # compile_s, attn_kernel
         times = measure.run_pedantic(benchmark, step, hooks, s.rounds, s.warmup)
         info = self.describe(case, n) | prepared
         if times is not None:
             info.update(measure.round_metrics(times, case.batch_size, tokens, hooks))
+            hooks.control = None  # its tensors are no part of the step's memory
             info.update(measure.settled_memory(step, hooks.memory))
         info |= self.flops_info(case, times)
         info["max_logit_diff"] = self.logit_diff(case, model)

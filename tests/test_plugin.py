@@ -43,6 +43,7 @@ def test_json_has_every_key_for_both_phases(bench_dir):
         "memory_kind",
         "peak_reserved_mb",
         "control_round_s",
+        "control_kind",
         "time_ratio_median",
     }
     for bench in doc["benchmarks"]:
@@ -50,6 +51,7 @@ def test_json_has_every_key_for_both_phases(bench_dir):
         assert required <= info.keys(), required - info.keys()
         assert len(bench["stats"]["data"]) == 3
         assert len(info["control_round_s"]) == 3
+        assert info["control_kind"] == f"twin-{info['phase']}"
         median = bench["stats"]["median"]
         # Throughput is consistent with the timed rounds: samples/s of the rounds' mean.
         expected = sum(info["batch_size"] / t for t in bench["stats"]["data"]) / 3
@@ -132,3 +134,17 @@ def test_threads_option_reaches_header_and_machine_info(bench_dir):
     result.stdout.fnmatch_lines(["gpt2-bench: *cpu_threads=1*"])
     doc = json.loads((bench_dir.path / "out.json").read_text())
     assert doc["machine_info"]["gpt2"]["cpu_threads"] == 1
+
+
+def test_control_option_picks_the_workload(bench_dir):
+    common = ["--gpt2-batch-sizes", "1", "--gpt2-seq-lens", "16", "--gpt2-rounds", "2"]
+    common += ["--gpt2-optimizations", "sdpa", "-m", "inference"]
+    result = run(bench_dir, *common, "--gpt2-control", "matmul", "--benchmark-json=m.json")
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.fnmatch_lines(["gpt2-bench: *control=matmul*"])
+    (bench,) = json.loads((bench_dir.path / "m.json").read_text())["benchmarks"]
+    assert bench["extra_info"]["control_kind"] == "matmul"
+    assert len(bench["extra_info"]["control_round_s"]) == 2
+    bad = run(bench_dir, *common, "--gpt2-control", "sleep")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*--gpt2-control: invalid choice: 'sleep'*"])

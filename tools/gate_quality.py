@@ -236,7 +236,8 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         "machine": f"{fp['cpu_model']}, {os.cpu_count()} cores, torch {fp['torch']}",
         "settings": f"alpha={settings.alpha}, time={settings.thresholds.base['time']}, "
         f"peak_memory_mb={settings.thresholds.base['peak_memory_mb']}, "
-        f"basis={settings.time_basis}",
+        f"basis={settings.time_basis}, control_tolerance="
+        + (f"{settings.control_tolerance:.0%}" if settings.control_tolerance else "by kind"),
         "when": time.strftime("%Y-%m-%d"),
         # other work on the machine during the runs: the 1-minute load average after each run
         "load_average": [min(loads), statistics.median(loads), max(loads)] if loads else None,

@@ -1,0 +1,225 @@
+"""Control workloads: a fixed computation timed before every round, to measure the machine's speed.
+
+The gate judges ``round_time / control_time`` where raw times drift with the machine's load
+(docs/gate.md). A control must not depend on the code under test, and must slow down as the step
+does when the machine slows down. Two kinds:
+
+- **twin** (GPT-2 models): a GPT-2-shaped network written here in plain torch -- not
+  transformers, not this project's optimizations -- at the case's vocabulary, width, heads,
+  layers, batch, sequence length and compute dtype (fp32 for int8), run in the case's phase (a
+  forward; a forward, backward and AdamW step; a prefill then one-token forwards). It does the
+  step's mix of work:
+  the same matmul shapes, the memory-bound vocabulary projection, about as many operator
+  dispatches. Measured here (one 15-minute process on the 2-core VM, 40-round windows): the
+  training step's median over the windows spread 44%, its ratio to a matmul control 12%, its
+  ratio to the twin 2.8%.
+- **matmul**: a matmul loop sized to a quarter of the step's FLOPs, for models whose shape is
+  not GPT-2's. It tracks compute-bound slowdowns only.
+
+The layers of the twin share one block's weights: the same compute and dispatches as separate
+layers, without holding a second model in memory. On a CPU an int8 case's twin has its linear
+layers quantized with torch's dynamic int8, as the recipe's are: in an A/A of the CPU grid, an
+int8 step ran 48% slower in one process than in the other while an fp32 twin did not move.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gpt2_fixtures.config import PRECISIONS, Case
+from gpt2_fixtures.measure import Control, synchronize
+
+MATMUL = "matmul"
+TWIN = "twin"
+CONTROLS = (TWIN, MATMUL)  # --gpt2-control
+
+
+def _timed(device: str, work: Any) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    work()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+class MatmulControl:
+    """A fixed matmul loop: about a quarter of the step's FLOPs, in 384x384 fp32 matmuls on a
+    CPU and 2048x2048 on CUDA, bounded to [16, 64] matmuls. Below 16 (about 15 ms on one CPU
+    core) the control's own noise dominates: measured here, per-process ratios of one case
+    spread 30% with 4 matmuls and 7% with 16. Its size is a pure function of the case, never
+    calibrated on the machine, so baseline and current runs do the same work."""
+
+    kind = MATMUL
+
+    def __init__(self, device: str, step_flops: float) -> None:
+        self.device = device
+        n = 2048 if device.startswith("cuda") else 384
+        gen = torch.Generator().manual_seed(0)
+        self.a = torch.randn(n, n, generator=gen).to(device)
+        self.b = torch.randn(n, n, generator=gen).to(device)
+        self.repeats = int(min(64, max(16, round(0.25 * step_flops / (2 * n**3)))))
+
+    def _work(self) -> None:
+        for _ in range(self.repeats):
+            torch.mm(self.a, self.b)
+
+    def run(self) -> float:
+        return _timed(self.device, self._work)
+
+
+def approx_step_flops(n_params: int, tokens: int, phase: str) -> float:
+    """2N FLOPs per token forward, 6N with backward (Kaplan et al. 2020, section 2.1)."""
+    return (6 if phase in ("train", "distill") else 2) * n_params * tokens
+
+
+@dataclass(frozen=True)
+class TwinShape:
+    """What the twin computes: a GPT-2 of this shape, in this phase."""
+
+    vocab: int
+    width: int
+    heads: int
+    layers: int
+    positions: int
+    batch: int
+    seq: int
+    phase: str  # infer | train | generate
+    decode_steps: int = 0  # generate: one-token forwards after the prefill
+
+    @property
+    def kind(self) -> str:
+        return f"twin-{self.phase}"
+
+
+TWIN_PHASES = {"infer": "infer", "train": "train", "distill": "train", "generate": "generate"}
+
+
+def twin_shape(config: Any, phase: str, batch: int, seq: int, tokens: int) -> TwinShape | None:
+    """The twin of a GPT-2 ``config`` for a case, or None for a model that is not GPT-2-shaped.
+    Distillation's twin is the student's training step; generation's prefills ``seq`` tokens and
+    decodes the rest of ``tokens`` (batch x new tokens)."""
+    keys = ("vocab_size", "n_embd", "n_head", "n_layer", "n_positions")
+    raw = [getattr(config, key, None) for key in keys]
+    values = [v for v in raw if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+    if phase not in TWIN_PHASES or len(values) != len(keys):
+        return None
+    vocab, width, heads, layers, positions = values
+    if width % heads or seq > positions:
+        return None
+    twin_phase = TWIN_PHASES[phase]
+    decode = max(0, tokens // batch - 1) if twin_phase == "generate" else 0
+    return TwinShape(vocab, width, heads, layers, positions, batch, seq, twin_phase, decode)
+
+
+class TwinNet(nn.Module):
+    """GPT-2's forward (Radford et al. 2019: pre-LN blocks, tied embeddings) with the layers
+    sharing one block's weights. Linear layers are ``nn.Linear`` so that int8 cases can quantize
+    them as the int8 recipe does."""
+
+    def __init__(self, shape: TwinShape, gen: torch.Generator) -> None:
+        super().__init__()
+        self.shape = shape
+        d = shape.width
+
+        def randn(*size: int) -> torch.Tensor:
+            return torch.randn(*size, generator=gen) * 0.02
+
+        self.wte = nn.Parameter(randn(shape.vocab, d))
+        self.wpe = nn.Parameter(randn(shape.positions, d))
+        sizes = {"qkv": (d, 3 * d), "proj": (d, d), "fc": (d, 4 * d), "fc_proj": (4 * d, d)}
+        self.linear = nn.ModuleDict()
+        for name, (n_in, n_out) in sizes.items():
+            layer = nn.Linear(n_in, n_out)
+            with torch.no_grad():
+                layer.weight.copy_(randn(n_out, n_in))
+                layer.bias.copy_(randn(n_out))
+            self.linear[name] = layer
+        self.head = nn.Linear(d, shape.vocab, bias=False)
+        self.head.weight = self.wte
+
+    def forward(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+        s, lin = self.shape, self.linear
+        b, t = ids.shape
+        x = self.wte[ids] + self.wpe[start : start + t]
+        for _ in range(s.layers):
+            h = F.layer_norm(x, (s.width,))
+            q, k, v = lin["qkv"](h).view(b, t, 3, s.heads, -1).permute(2, 0, 3, 1, 4)
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)
+            x = x + lin["proj"](a.transpose(1, 2).reshape(b, t, s.width))
+            h = F.gelu(lin["fc"](F.layer_norm(x, (s.width,))), approximate="tanh")
+            x = x + lin["fc_proj"](h)
+        return self.head(F.layer_norm(x, (s.width,)))
+
+
+class TwinControl:
+    """A GPT-2 of the case's shape in plain torch, run in the case's phase (module docstring).
+    ``int8``: its linear layers dynamically quantized as the CPU int8 recipe's are."""
+
+    def __init__(
+        self, shape: TwinShape, device: str, dtype: torch.dtype, int8: bool = False
+    ) -> None:
+        self.shape, self.device, self.kind = shape, device, shape.kind
+        gen = torch.Generator().manual_seed(0)
+        train = shape.phase == "train"
+        net = TwinNet(shape, gen).to(device=device, dtype=dtype).requires_grad_(train)
+        self.net = _quantize_int8(net) if int8 else net
+        self.ids = torch.randint(shape.vocab, (shape.batch, shape.seq), generator=gen).to(device)
+        # lr=0: the optimizer does its full work and the weights stay what they are.
+        self.opt = torch.optim.AdamW(net.parameters(), lr=0.0) if train else None
+
+    def forward(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+        return self.net(ids, start)
+
+    def _work(self) -> None:
+        s = self.shape
+        if self.opt is not None:
+            logits = self.forward(self.ids)
+            F.cross_entropy(logits.view(-1, s.vocab).float(), self.ids.view(-1)).backward()
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            return
+        with torch.inference_mode():
+            self.forward(self.ids)
+            last = self.ids[:, -1:]
+            for i in range(s.decode_steps):  # no KV cache: one token attends to itself
+                self.forward(last, start=min(s.seq + i, s.positions - 1))
+
+    def run(self) -> float:
+        return _timed(self.device, self._work)
+
+
+def _quantize_int8(net: nn.Module) -> nn.Module:
+    """torch's CPU dynamic int8 (per-channel int8 weights, fbgemm/x86 GEMMs), called here and not
+    through optimizations.quantize_int8, so that a change to the recipe is not mirrored."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():  # deprecated for torchao, still torch's CPU int8 path
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return quantize_dynamic(net, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+
+
+def control_for(
+    model: torch.nn.Module, device: str, case: Case, tokens: int, n_params: int, kind: str = TWIN
+) -> Control:
+    """The twin of ``model`` for this case when it is GPT-2-shaped and ``kind`` is twin, else
+    the matmul loop. ``tokens``: tokens per step (generation: batch x new tokens)."""
+    if kind not in CONTROLS:
+        raise ValueError(f"control {kind!r}: expected one of {', '.join(CONTROLS)}")
+    config = getattr(model, "config", None) if kind == TWIN else None
+    shape = twin_shape(config, case.phase, case.batch_size, case.seq_len, tokens)
+    if shape is None:
+        return MatmulControl(device, approx_step_flops(n_params, tokens, case.phase))
+    # The recipe's compute dtype: fp16/bf16 training keeps fp32 weights under autocast, but its
+    # matmuls run in half precision, and those are what the twin must mirror. int8 on CUDA is
+    # torchao's weight-only int8, which the twin does not mirror: it runs in fp32 there.
+    dtype = getattr(torch, PRECISIONS[case.recipe.precision])
+    int8 = case.recipe.int8 and shape.phase != "train" and not device.startswith("cuda")
+    return TwinControl(shape, device, dtype, int8=int8)
