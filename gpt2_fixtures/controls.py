@@ -6,13 +6,12 @@ does when the machine slows down. Two kinds:
 
 - **twin** (GPT-2 models): a GPT-2-shaped network written here in plain torch -- not
   transformers, not this project's optimizations -- at the case's vocabulary, width, heads,
-  layers, batch, sequence length and compute dtype (fp32 for int8), run in the case's phase (a
-  forward; a forward, backward and AdamW step; a prefill then one-token forwards). It does the
-  step's mix of work:
-  the same matmul shapes, the memory-bound vocabulary projection, about as many operator
-  dispatches. Measured here (one 15-minute process on the 2-core VM, 40-round windows): the
-  training step's median over the windows spread 44%, its ratio to a matmul control 12%, its
-  ratio to the twin 2.8%.
+  layers, batch, sequence length and compute dtype, run in the case's phase (a forward; a
+  forward, backward and AdamW step; a prefill then one-token forwards). It does the step's mix
+  of work: the same matmul shapes, the memory-bound vocabulary projection, about as many
+  operator dispatches. Measured here (one 15-minute process on the 2-core VM, 40-round
+  windows): the training step's median over the windows spread 65%, its ratio to a matmul
+  control 16%, its ratio to the twin 5.6%.
 - **matmul**: a matmul loop sized to a quarter of the step's FLOPs, for models whose shape is
   not GPT-2's. It tracks compute-bound slowdowns only.
 
@@ -26,6 +25,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,7 @@ TWIN = "twin"
 CONTROLS = (TWIN, MATMUL)  # --gpt2-control
 
 
-def _timed(device: str, work: Any) -> float:
+def _timed(device: str, work: Callable[[], None]) -> float:
     synchronize(device)
     start = time.perf_counter()
     work()
@@ -174,22 +174,19 @@ class TwinControl:
         # lr=0: the optimizer does its full work and the weights stay what they are.
         self.opt = torch.optim.AdamW(net.parameters(), lr=0.0) if train else None
 
-    def forward(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
-        return self.net(ids, start)
-
     def _work(self) -> None:
         s = self.shape
         if self.opt is not None:
-            logits = self.forward(self.ids)
+            logits = self.net(self.ids)
             F.cross_entropy(logits.view(-1, s.vocab).float(), self.ids.view(-1)).backward()
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
             return
         with torch.inference_mode():
-            self.forward(self.ids)
+            self.net(self.ids)
             last = self.ids[:, -1:]
             for i in range(s.decode_steps):  # no KV cache: one token attends to itself
-                self.forward(last, start=min(s.seq + i, s.positions - 1))
+                self.net(last, start=min(s.seq + i, s.positions - 1))
 
     def run(self) -> float:
         return _timed(self.device, self._work)

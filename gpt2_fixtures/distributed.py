@@ -455,11 +455,8 @@ def measure_rounds(
         times = reduce_rounds(times, hooks, group, s.device)
         info.update(measure.round_metrics(times, case.batch_size * size, case.tokens * size, hooks))
         info["tokens_per_s_per_rank"] = info["tokens_per_s"] / size
-        hooks.control = None  # its tensors are no part of the step's memory
         info.update(
-            measure.settled_memory(
-                synced_step, hooks.memory, lambda peaks: reduce_max(peaks, group, s.device)
-            )
+            hooks.settled_memory(synced_step, lambda peaks: reduce_max(peaks, group, s.device))
         )
     # Per rank: each rank's batch over the job's step time; MFU per device is the job's MFU.
     return info | bench.flops_info(case, times)

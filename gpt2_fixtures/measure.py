@@ -277,6 +277,16 @@ class RoundHooks:
         """Drop the warmup rounds' entries: the last ``rounds`` belong to measured rounds."""
         return values[-rounds:] if values else []
 
+    def settled_memory(
+        self,
+        step: Callable[[], None],
+        reduce: Callable[[list[float]], list[float]] | None = None,
+    ) -> dict[str, float]:
+        """Release the control (its tensors are no part of the step's memory), then read the
+        step's memory in settled rounds (``settled_memory``)."""
+        self.control = None
+        return settled_memory(step, self.memory, reduce)
+
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0.0 for a single value)."""

@@ -305,16 +305,16 @@ class BenchSession:
         s = self.settings
         n = self._model_n_params if model is self._model else models.n_params(model)
         tokens = case.tokens if tokens is None else tokens
-        control = controls.control_for(model, s.device, case, tokens, n, s.control)
-        hooks = measure.RoundHooks(measure.memory_tracker(s.device), control)
-        del control  # hooks.control holds it until released
+        hooks = measure.RoundHooks(
+            measure.memory_tracker(s.device),
+            controls.control_for(model, s.device, case, tokens, n, s.control),
+        )
         prepared = optimizations.prepare(step, case.recipe, model)  # compile_s, attn_kernel
         times = measure.run_pedantic(benchmark, step, hooks, s.rounds, s.warmup)
         info = self.describe(case, n) | prepared
         if times is not None:
             info.update(measure.round_metrics(times, case.batch_size, tokens, hooks))
-            hooks.control = None  # its tensors are no part of the step's memory
-            info.update(measure.settled_memory(step, hooks.memory))
+            info.update(hooks.settled_memory(step))
         info |= self.flops_info(case, times)
         info["max_logit_diff"] = self.logit_diff(case, model)
         return info

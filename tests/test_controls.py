@@ -50,7 +50,7 @@ def test_twin_forward_is_gpt2_forward():
             twin.net.linear[key].weight.copy_(layer.weight.T)
             twin.net.linear[key].bias.copy_(layer.bias)
         expected = model(input_ids=twin.ids).logits
-        got = twin.forward(twin.ids)
+        got = twin.net(twin.ids)
     assert got.shape == (2, 8, 64)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 

@@ -128,6 +128,22 @@ def test_settled_memory_on_cuda_reads_reserved_too():
     assert tracker.releases == tracker.resets == measure.SETTLED_ROUNDS
 
 
+def test_round_hooks_release_the_control_before_the_settled_steps():
+    class Twin:
+        kind = "twin-infer"
+
+        def run(self):
+            return 0.1
+
+    tracker = FakeMemory([400.0] * measure.SETTLED_ROUNDS)
+    tracker.kind = "cpu_rss"
+    hooks = measure.RoundHooks(tracker, Twin())
+    seen = []
+    info = hooks.settled_memory(lambda: seen.append(hooks.control))
+    assert seen == [None] * measure.SETTLED_ROUNDS  # no step ran beside the control's tensors
+    assert info == {"peak_memory_mb": 400.0, "peak_memory_mb_std": 0.0}
+
+
 def test_settled_memory_leaves_lifetime_peaks_alone():
     tracker = FakeMemory([])
     tracker.kind = "cpu_rss_lifetime"
