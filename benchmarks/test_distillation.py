@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from gpt2_fixtures import distill, models
+from gpt2_fixtures.bench import distill, models
 
 
 @pytest.mark.distillation

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from gpt2_fixtures import distributed
+from gpt2_fixtures.bench import distributed
 
 
 @pytest.mark.distributed

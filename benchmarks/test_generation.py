@@ -2,7 +2,7 @@
 
 import pytest
 
-from gpt2_fixtures import generation
+from gpt2_fixtures.bench import generation
 
 
 @pytest.mark.generation

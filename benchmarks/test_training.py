@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from gpt2_fixtures import steps
+from gpt2_fixtures.bench import steps
 
 
 @pytest.mark.train

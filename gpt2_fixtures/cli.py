@@ -17,31 +17,31 @@ from collections.abc import Sequence
 SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
     "compare": (
         "gate a result against a baseline (exit 0 pass, 1 regression, 2 unusable input)",
-        "gpt2_fixtures.gate",
+        "gpt2_fixtures.results.gate",
         "add_compare_arguments",
         "run_compare",
     ),
     "ab": (
         "interleaved A/B runs of a base commit and the working tree, gated",
-        "gpt2_fixtures.ab",
+        "gpt2_fixtures.results.ab",
         "add_ab_arguments",
         "run_ab_command",
     ),
     "baseline": (
         "validate a result and write it atomically as a baseline file",
-        "gpt2_fixtures.baseline",
+        "gpt2_fixtures.results.baseline",
         "add_baseline_arguments",
         "run_baseline",
     ),
     "merge": (
         "join the result files of --gpt2-shard runs into one (exit 2 on unusable input)",
-        "gpt2_fixtures.merge",
+        "gpt2_fixtures.results.merge",
         "add_merge_arguments",
         "run_merge",
     ),
     "report": (
         "write report.md with tables and PNG plots from result files",
-        "gpt2_fixtures.report",
+        "gpt2_fixtures.results.report",
         "add_arguments",
         "run",
     ),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gpt2_fixtures import ab
+from gpt2_fixtures.results import ab
 
 ROOT = Path(__file__).resolve().parents[1]
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from gpt2_fixtures import controls
+from gpt2_fixtures.bench import controls
 from gpt2_fixtures.config import Case, parse_recipes
 
 SMALL = GPT2Config(vocab_size=64, n_positions=32, n_embd=16, n_layer=1, n_head=2)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from gpt2_fixtures import data
+from gpt2_fixtures.bench import data
 
 
 @pytest.fixture(scope="module")

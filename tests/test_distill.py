@@ -8,7 +8,7 @@ import pytest
 import torch
 from pytester_bench import make_bench_dir, run
 
-from gpt2_fixtures import distill, models, session
+from gpt2_fixtures.bench import distill, models, session
 from gpt2_fixtures.config import Case, parse_recipe
 
 pytest_plugins = ["pytester"]

@@ -15,7 +15,7 @@ import contextlib
 import pytest
 import torch
 
-from gpt2_fixtures import data, distill, models
+from gpt2_fixtures.bench import data, distill, models
 from gpt2_fixtures.config import PRESETS, parse_recipe
 
 SEQ_LEN, BATCH, STEPS, WINDOW = 32, 8, 30, 5

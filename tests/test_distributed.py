@@ -20,7 +20,7 @@ import datasets  # noqa: F401
 import pytest
 import torch
 
-from gpt2_fixtures import distributed as d
+from gpt2_fixtures.bench import distributed as d
 from gpt2_fixtures.config import Case, Recipe
 
 pytest_plugins = ["pytester"]

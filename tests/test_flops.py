@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from gpt2_fixtures import flops, models
+from gpt2_fixtures.bench import flops, models
 from gpt2_fixtures.config import PRESETS
 
 GPT2 = flops.Architecture(

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gpt2_fixtures import baseline as bl
-from gpt2_fixtures import gate
+from gpt2_fixtures.results import baseline as bl
+from gpt2_fixtures.results import files, gate
 
 DATA = Path(__file__).parent / "data"
 ROUNDS = 30
@@ -357,7 +357,7 @@ def test_judge_arithmetic() -> None:
 
 def test_device_mismatch_is_refused_unless_allowed() -> None:
     base, cur = doc(bench(), device_name="NVIDIA A100"), doc(bench(), device_name="NVIDIA H100")
-    with pytest.raises(bl.UnusableInput, match=r"device differs.*A100.*H100"):
+    with pytest.raises(files.UnusableInput, match=r"device differs.*A100.*H100"):
         gate.gate_documents(base, cur)
     result = gate.gate_documents(base, cur, allow_device_mismatch=True)
     assert any("device differs" in n for n in result.notes)
@@ -416,13 +416,13 @@ def test_unusable_input_exits_2_with_one_line(
 
 
 def test_unusable_input_missing_and_binary_files(tmp_path: Path) -> None:
-    with pytest.raises(bl.UnusableInput, match="no such file"):
-        bl.load_result(tmp_path / "nope.json")
+    with pytest.raises(files.UnusableInput, match="no such file"):
+        files.load_result(tmp_path / "nope.json")
     (tmp_path / "bin.json").write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(bl.UnusableInput, match="not a text file"):
-        bl.load_result(tmp_path / "bin.json")
-    with pytest.raises(bl.UnusableInput, match="directory"):
-        bl.load_result(tmp_path)
+    with pytest.raises(files.UnusableInput, match="not a text file"):
+        files.load_result(tmp_path / "bin.json")
+    with pytest.raises(files.UnusableInput, match="directory"):
+        files.load_result(tmp_path)
 
 
 def test_checked_in_fixtures_pass_and_fail(
@@ -475,8 +475,8 @@ def test_markdown_escapes_pipes_and_json_is_strict() -> None:
 
 def test_save_result_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "baselines" / "cpu.json"
-    bl.save_result(doc(bench()), target)
-    assert bl.load_result(target)["benchmarks"][0]["name"] == "test_infer[sdpa-fp32-b1-s128]"
+    files.save_result(doc(bench()), target)
+    assert files.load_result(target)["benchmarks"][0]["name"] == "test_infer[sdpa-fp32-b1-s128]"
     before = target.read_text()
 
     def boom(src: str, dst: str) -> None:
@@ -484,7 +484,7 @@ def test_save_result_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
-        bl.save_result(doc(bench("test_other[x]")), target)
+        files.save_result(doc(bench("test_other[x]")), target)
     assert target.read_text() == before
     assert os.listdir(target.parent) == ["cpu.json"]  # no temporary file left behind
 
@@ -499,7 +499,7 @@ def test_baseline_command_requires_round_data(tmp_path: Path) -> None:
     assert bl.run_baseline(parser.parse_args([src, str(out)])) == 2
     assert not out.exists()
     assert bl.run_baseline(parser.parse_args([src, str(out), "--allow-missing-data"])) == 0
-    assert bl.load_result(out) == no_data
+    assert files.load_result(out) == no_data
 
 
 # --- tools/gate_quality.py and its injection plugin -------------------------------------------
@@ -566,4 +566,4 @@ def test_gpt2_bench_entry_point(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert capsys.readouterr().err.count("\n") == 1
     out = tmp_path / "baselines" / "cpu.json"
     assert cli.main(["baseline", base, str(out)]) == 0
-    assert bl.load_result(out) == bl.load_result(base)
+    assert files.load_result(out) == files.load_result(base)

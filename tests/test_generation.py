@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpt2_fixtures import generation, session
+from gpt2_fixtures.bench import generation, session
+from gpt2_fixtures.bench.generation import GenerateOptions, TokenClock, TokenTimes
 from gpt2_fixtures.config import Case, parse_recipe
-from gpt2_fixtures.generation import GenerateOptions, TokenClock, TokenTimes
 
 ROOT = Path(__file__).resolve().parents[1]
 SDPA = parse_recipe("sdpa")

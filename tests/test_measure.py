@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from gpt2_fixtures import measure
+from gpt2_fixtures.bench import measure
 
 
 class FakeMemory:
@@ -154,7 +154,7 @@ FAULTS_PER_STEP = """
 import resource, statistics, sys
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
-from gpt2_fixtures import measure
+from gpt2_fixtures.bench import measure
 
 print(measure.configure_malloc(sys.argv[1]))
 torch.manual_seed(0)

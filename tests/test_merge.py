@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from gpt2_fixtures import baseline
-from gpt2_fixtures.baseline import UnusableInput
-from gpt2_fixtures.merge import add_merge_arguments, merge_results, run_merge
+from gpt2_fixtures.results import files
+from gpt2_fixtures.results.files import UnusableInput
+from gpt2_fixtures.results.merge import add_merge_arguments, merge_results, run_merge
 
 
 def _merge(*argv: str | Path) -> int:
@@ -157,7 +157,7 @@ def test_failed_write_keeps_previous_output_and_leaves_no_temp_file(
     def broken_replace(src: str, dst: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(baseline.os, "replace", broken_replace)
+    monkeypatch.setattr(files.os, "replace", broken_replace)
     assert _merge(out, a) == 2
     assert "cannot write" in capsys.readouterr().err
     assert json.loads(out.read_text(encoding="utf-8")) == {"previous": True}

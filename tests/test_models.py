@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from gpt2_fixtures import models
+from gpt2_fixtures.bench import models
 from gpt2_fixtures.config import Recipe
 
 

@@ -16,8 +16,8 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers.pytorch_utils import Conv1D
 
-from gpt2_fixtures import models, steps
-from gpt2_fixtures import optimizations as opt
+from gpt2_fixtures.bench import models, steps
+from gpt2_fixtures.bench import optimizations as opt
 from gpt2_fixtures.config import Recipe, parse_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

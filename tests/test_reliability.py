@@ -8,7 +8,8 @@ import socket
 import pytest
 from pytester_bench import SMALL, make_bench_dir, run
 
-from gpt2_fixtures import data, guards, hub, models
+from gpt2_fixtures.bench import data, hub, models
+from gpt2_fixtures.plugin import guards
 
 pytest_plugins = ["pytester"]
 
@@ -35,7 +36,7 @@ def test_nan_loss_is_a_failure_with_the_value_not_a_time(bench_dir):
     bench_dir.makeconftest(
         """
 import torch
-from gpt2_fixtures import steps
+from gpt2_fixtures.bench import steps
 
 _real = steps.train_step
 
@@ -88,7 +89,7 @@ def test_out_of_memory_frees_memory_and_later_peaks_are_not_inflated(bench_dir):
     bench_dir.makeconftest(
         """
 import torch
-from gpt2_fixtures import steps
+from gpt2_fixtures.bench import steps
 
 _real = steps.infer_step
 

@@ -1,4 +1,4 @@
-"""Tables, arithmetic and plots of gpt2_fixtures.report.
+"""Tables, arithmetic and plots of gpt2_fixtures.results.report.
 
 ``tests/data/results_tiny.json`` is a real run of a tiny CPU grid (command in docs/report.md);
 its timings are whatever that loaded machine measured, so nothing here asserts a timing, only
@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from gpt2_fixtures import cli, report
+from gpt2_fixtures import cli
+from gpt2_fixtures.results import report
 
 DATA = Path(__file__).parent / "data" / "results_tiny.json"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from gpt2_fixtures.shard import Shard, parse_shard, select, shard_of
+from gpt2_fixtures.plugin.shard import Shard, parse_shard, select, shard_of
 
 # A grid shaped like the real one: phases x recipes x batch sizes x lengths.
 GRID_IDS = [
@@ -114,7 +114,7 @@ def test_known_assignments_are_pinned(case_id: str, shards_for_2_3_4_7: list[int
 
 def test_assignment_is_stable_across_processes_with_different_hash_seeds() -> None:
     script = (
-        "import json, sys; from gpt2_fixtures.shard import shard_of; "
+        "import json, sys; from gpt2_fixtures.plugin.shard import shard_of; "
         "ids = json.load(sys.stdin); print(json.dumps([shard_of(i, 5) for i in ids]))"
     )
     outputs = []

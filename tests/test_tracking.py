@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gpt2_fixtures import report, tracking
+from gpt2_fixtures.results import report, tracking
 
 pytest_plugins = ["pytester"]
 
@@ -103,7 +103,7 @@ def test_disabled_mode_logs_nothing_without_importing(monkeypatch: pytest.Monkey
 
 LOG_SCRIPT = """
 import json, sys
-from gpt2_fixtures import tracking
+from gpt2_fixtures.results import tracking
 results = json.load(open(sys.argv[1]))
 outcome = tracking.log_results(results, tracking.WandbOptions(run_name="unit"))
 print(json.dumps({"ok": outcome.ok, "message": outcome.message, "run_dir": str(outcome.run_dir)}))

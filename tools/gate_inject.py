@@ -7,7 +7,7 @@ set, to a comma-separated list of:
   mem=F   before a benchmark's first step, a buffer of F times the process's current memory (CPU
           RSS, or CUDA allocated bytes) is allocated, touched and held through that benchmark's
           rounds, so every round's peak includes it
-The product code knows nothing about this: the hook wraps gpt2_fixtures.measure.run_pedantic.
+The product code knows nothing about this: the hook wraps gpt2_fixtures.bench.measure.run_pedantic.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def pytest_configure(config: pytest.Config) -> None:
     spec = parse(os.environ.get(ENV, ""))
     if not spec:
         return
-    from gpt2_fixtures import measure
+    from gpt2_fixtures.bench import measure
 
     original = measure.run_pedantic
 

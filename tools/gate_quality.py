@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from pytest_benchmark.utils import parse_compare_fail  # noqa: E402
 
-from gpt2_fixtures import baseline as baseline_io  # noqa: E402
-from gpt2_fixtures import gate  # noqa: E402
+from gpt2_fixtures.results import baseline as baseline_io  # noqa: E402
+from gpt2_fixtures.results import files, gate  # noqa: E402
 
 KINDS: dict[str, str] = {"aa": "", "slow25": "slow=0.25", "slow10": "slow=0.10", "mem2": "mem=0.02"}
 DEFAULT_GRID = (
@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         loads_path.write_text(json.dumps(loads))
     loads = json.loads(loads_path.read_text()) if loads_path.is_file() else []
     runs = {
-        kind: [baseline_io.load_result(out / "runs" / f"{kind}-{i}.json") for i in range(n)]
+        kind: [files.load_result(out / "runs" / f"{kind}-{i}.json") for i in range(n)]
         for kind, n in ((k, args.aa if k == "aa" else args.inj) for k in KINDS)
     }
     settings = gate.settings_from_args(args)
@@ -244,9 +244,9 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         "spread": spread(runs["aa"]),
     }
     report = {"figures": figures, **meta}
-    baseline_io.atomic_write_text(out / "gate_quality.json", json.dumps(report, indent=2) + "\n")
+    files.atomic_write_text(out / "gate_quality.json", json.dumps(report, indent=2) + "\n")
     text = markdown(figures, meta)
-    baseline_io.atomic_write_text(out / "gate_quality.md", text)
+    files.atomic_write_text(out / "gate_quality.md", text)
     log(text)
     return 0
 

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gpt2_fixtures.bench.measure import Control, synchronize
 from gpt2_fixtures.config import PRECISIONS, Case
-from gpt2_fixtures.measure import Control, synchronize
 
 MATMUL = "matmul"
 TWIN = "twin"

@@ -21,8 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gpt2_fixtures import baseline as baseline_io
-from gpt2_fixtures import gate
+from gpt2_fixtures.results import files, gate
 
 
 class AbError(Exception):
@@ -208,10 +207,10 @@ def run_ab(
             what = commit[:12] if side == "base" else "working tree"
             log(f"[{i + 1}/{2 * repeats}] {side} ({what})")
             run_side(trees[side], out, pytest_args, python)
-            runs[side].append(baseline_io.load_result(out))
+            runs[side].append(files.load_result(out))
     pooled = {side: pool_results(docs) for side, docs in runs.items()}
     for side, doc in pooled.items():
-        baseline_io.save_result(doc, out_dir / f"{side}-pooled.json")
+        files.save_result(doc, out_dir / f"{side}-pooled.json")
     return pooled["base"], pooled["head"]
 
 
@@ -246,7 +245,7 @@ def run_ab_command(args: argparse.Namespace) -> int:
             Path(args.repo), args.base, args.repeats, out_dir, pytest_args, log=_log
         )
         result = gate.gate_documents(base, head, settings)
-    except (AbError, baseline_io.UnusableInput, ValueError) as err:
+    except (AbError, files.UnusableInput, ValueError) as err:
         print(f"gpt2-bench ab: error: {err}", file=sys.stderr)
         return 2
     print(gate.format_table(result))

@@ -32,7 +32,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from gpt2_fixtures import baseline as baseline_io
+from gpt2_fixtures.results import baseline as baseline_io
+from gpt2_fixtures.results import files
+from gpt2_fixtures.results.metrics import EXTRA_METRICS, METRICS, TIME, TIME_RATIO, Metric
 
 Result = Mapping[str, Any]
 TimeBasis = Literal["auto", "raw"]
@@ -45,37 +47,6 @@ INCONCLUSIVE = "inconclusive"
 NA = "n/a"
 NEW = "new"
 MISSING = "missing"
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One gated quantity: where it comes from and which direction is worse."""
-
-    key: str
-    unit: str
-    higher_is_worse: bool
-    # measured on the wall clock: judged against the control ratio when normalising
-    time_derived: bool
-    # "rounds": per-round samples (Mann-Whitney U); "mean": extra_info mean and `_std`
-    # (Welch); "effect": no significance test (memory is nearly deterministic)
-    test: Literal["rounds", "mean", "effect"]
-
-
-TIME = Metric("time", "ms", True, True, "rounds")
-TIME_RATIO = Metric("time/control", "x", True, False, "rounds")
-EXTRA_METRICS: tuple[Metric, ...] = (
-    Metric("samples_per_s", "1/s", False, True, "mean"),
-    Metric("tokens_per_s", "tok/s", False, True, "mean"),
-    Metric("decode_tokens_per_s", "tok/s", False, True, "mean"),
-    Metric("tokens_per_s_per_rank", "tok/s", False, True, "mean"),
-    Metric("achieved_tflops", "TFLOP/s", False, True, "mean"),
-    Metric("mfu", "", False, True, "mean"),
-    Metric("ttft_ms", "ms", True, True, "mean"),
-    Metric("tpot_ms", "ms", True, True, "mean"),
-    Metric("peak_memory_mb", "MB", True, False, "effect"),
-    Metric("peak_reserved_mb", "MB", True, False, "effect"),
-)
-METRICS: dict[str, Metric] = {m.key: m for m in (TIME, TIME_RATIO, *EXTRA_METRICS)}
 
 
 @dataclass(frozen=True)
@@ -561,7 +532,7 @@ def gate_documents(
     settings: GateSettings | None = None,
     allow_device_mismatch: bool = False,
 ) -> GateResult:
-    """Check the environments (raises baseline.UnusableInput on a device mismatch) and compare."""
+    """Check the environments (raises files.UnusableInput on a device mismatch) and compare."""
     env_notes = baseline_io.check_environment(baseline, current, allow_device_mismatch)
     result = compare(baseline, current, settings)
     return replace(result, notes=(*env_notes, *result.notes))
@@ -670,10 +641,10 @@ def write_outputs(result: GateResult, markdown: str | None, json_path: str | Non
         path = Path(markdown)
         previous = path.read_text() if path.is_file() else ""
         sep = "\n" if previous and not previous.endswith("\n") else ""
-        baseline_io.atomic_write_text(path, previous + sep + to_markdown(result))
+        files.atomic_write_text(path, previous + sep + to_markdown(result))
     if json_path:
         text = json.dumps(to_json(result), indent=2, allow_nan=False) + "\n"
-        baseline_io.atomic_write_text(Path(json_path), text)
+        files.atomic_write_text(Path(json_path), text)
 
 
 def marker_overrides(
@@ -832,10 +803,10 @@ def run_compare(args: argparse.Namespace) -> int:
     """`gpt2-bench compare`: exit 0 pass, 1 regression, 2 unusable input (one line on stderr)."""
     try:
         settings = settings_from_args(args)
-        base = baseline_io.load_result(args.baseline)
-        cur = baseline_io.load_result(args.current)
+        base = files.load_result(args.baseline)
+        cur = files.load_result(args.current)
         result = gate_documents(base, cur, settings, args.allow_device_mismatch)
-    except (baseline_io.UnusableInput, ValueError) as err:
+    except (files.UnusableInput, ValueError) as err:
         print(f"gpt2-bench compare: error: {err}", file=sys.stderr)
         return 2
     print(format_table(result))

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from gpt2_fixtures import hub
+from gpt2_fixtures.bench import hub
 
-DATA_DIR = Path(__file__).parent / "data"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # gpt2_fixtures/data/
 TOKENIZER_DIR = DATA_DIR / "gpt2-tokenizer"
 WIKITEXT = ("Salesforce/wikitext", "wikitext-2-raw-v1")
 CORPUS_VERSION = "v1"

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from gpt2_fixtures import hub
+from gpt2_fixtures.bench import hub
 from gpt2_fixtures.config import PRESETS, Recipe
 
 

@@ -28,11 +28,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from gpt2_fixtures import models, optimizations
+from gpt2_fixtures.bench import models, optimizations
+from gpt2_fixtures.bench.generation import DeviceClock
+from gpt2_fixtures.bench.measure import synchronize
+from gpt2_fixtures.bench.steps import make_optimizer
 from gpt2_fixtures.config import PRESETS, Case, Recipe
-from gpt2_fixtures.generation import DeviceClock
-from gpt2_fixtures.measure import synchronize
-from gpt2_fixtures.steps import make_optimizer
 
 # Defaults per device type: distilgpt2 was distilled from gpt2 (Sanh et al. 2019); on a CPU the
 # tiny student learns from the slightly bigger tiny-teacher preset, with a small grid (batch 2,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpt2_fixtures import report
+from gpt2_fixtures.results import report
 
 DEFAULT_PROJECT = "gpt2-bench"
 # Without network wandb.init retries for init_timeout seconds (90 by default); the benchmark

@@ -14,24 +14,12 @@ from typing import Any
 import pytest
 from pytest_benchmark.utils import safe_dumps
 
-from gpt2_fixtures import (
-    baseline,
-    controls,
-    data,
-    distill,
-    flops,
-    gate,
-    guards,
-    hub,
-    measure,
-    models,
-    report,
-    session,
-    tracking,
-)
 from gpt2_fixtures import config as cfg
-from gpt2_fixtures import distributed as dist_bench
-from gpt2_fixtures.shard import parse_shard, select
+from gpt2_fixtures.bench import controls, data, distill, flops, hub, measure, models, session
+from gpt2_fixtures.bench import distributed as dist_bench
+from gpt2_fixtures.plugin import guards
+from gpt2_fixtures.plugin.shard import parse_shard, select
+from gpt2_fixtures.results import baseline, files, gate, report, tracking
 
 SETTINGS = pytest.StashKey[session.Settings]()
 BENCH_SESSION = pytest.StashKey[session.BenchSession]()
@@ -291,7 +279,7 @@ class AtomicJsonHooks:
 
         def save_json(output_json: dict[str, Any]) -> None:
             text = safe_dumps(output_json, ensure_ascii=True, indent=4)
-            baseline.atomic_write_text(bs.json, text)
+            files.atomic_write_text(bs.json, text)
             bs.logger.info(f"Wrote benchmark data in: {bs.json}", purple=True)
 
         bs.save_json = save_json
@@ -498,14 +486,14 @@ class GateHooks:
     def _load_and_check(self, path: str) -> dict[str, Any]:
         """Fail before the grid runs when the baseline is unusable or from another device."""
         try:
-            doc = baseline.load_result(path)
+            doc = files.load_result(path)
             machine_info: dict[str, Any] = {}
             self.config.hook.pytest_benchmark_update_machine_info(
                 config=self.config, machine_info=machine_info
             )
             allow = self.config.getoption("gpt2_allow_device_mismatch")
             baseline.check_environment(doc, {"machine_info": machine_info}, allow)
-        except baseline.UnusableInput as exc:
+        except files.UnusableInput as exc:
             raise pytest.UsageError(f"gpt2-bench: --gpt2-baseline: {exc}") from None
         return doc
 
@@ -544,7 +532,7 @@ class GateHooks:
             self.lines.append("gpt2 gate: no benchmark results in this run; nothing gated")
             return
         if opt("gpt2_save_baseline"):
-            baseline.save_result(doc, opt("gpt2_save_baseline"))
+            files.save_result(doc, opt("gpt2_save_baseline"))
             self.lines.append(f"gpt2 gate: baseline written to {opt('gpt2_save_baseline')}")
         if self.baseline is None:
             return

@@ -30,8 +30,8 @@ from typing import Any
 
 import torch
 
+from gpt2_fixtures.bench.measure import synchronize
 from gpt2_fixtures.config import Case, Recipe
-from gpt2_fixtures.measure import synchronize
 
 # Defaults per device type: 128 prompt tokens and 128 new ones on a GPU; the CPU default keeps
 # the phase to seconds on 2 cores with the tiny preset (batch 1 only, unless --gpt2-batch-sizes

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from gpt2_fixtures import controls, data, measure, models, optimizations, steps
+from gpt2_fixtures.bench import controls, data, measure, models, optimizations, steps
 from gpt2_fixtures.config import Case
 
 STRATEGIES = ("ddp", "fsdp")

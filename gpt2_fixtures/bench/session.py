@@ -15,7 +15,16 @@ from typing import Any
 
 import torch
 
-from gpt2_fixtures import controls, data, distill, flops, generation, measure, models, optimizations
+from gpt2_fixtures.bench import (
+    controls,
+    data,
+    distill,
+    flops,
+    generation,
+    measure,
+    models,
+    optimizations,
+)
 from gpt2_fixtures.config import PRESETS, Case, Recipe, parse_recipes
 
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from gpt2_fixtures import optimizations
+from gpt2_fixtures.bench import optimizations
+from gpt2_fixtures.bench.measure import synchronize
 from gpt2_fixtures.config import Recipe
-from gpt2_fixtures.measure import synchronize
 
 
 @dataclass

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gpt2_fixtures.baseline import UnusableInput, atomic_write_text, load_result
+from gpt2_fixtures.results.files import UnusableInput, atomic_write_text, load_result
 
 EXIT_OK = 0
 EXIT_UNUSABLE = 2  # the same code as `gpt2-bench compare` for unusable input
@@ -50,7 +50,7 @@ def merge_results(results: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, An
             benchmarks.append(bench)
     # A world-size-1 launch and an N-rank launch of the same case, merged: their ratio is the
     # scaling efficiency that neither launch could compute alone.
-    from gpt2_fixtures.distributed import fill_scaling_efficiency
+    from gpt2_fixtures.bench.distributed import fill_scaling_efficiency
 
     fill_scaling_efficiency(benchmarks)
     merged["benchmarks"] = benchmarks

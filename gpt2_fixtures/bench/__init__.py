@@ -1,0 +1,1 @@
+"""The measured bench: models, data, steps and measuring. Imports torch, never pytest."""
