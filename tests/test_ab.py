@@ -84,6 +84,7 @@ def test_pool_results_concatenates_rounds_and_control() -> None:
     assert ab.pool_results(docs)["benchmarks"][0]["extra_info"]["control_round_s"] is None
 
 
+@pytest.mark.slow
 def test_ab_runs_the_base_commit_and_the_working_tree(tmp_path: Path) -> None:
     repo = make_repo(
         tmp_path / "repo",
@@ -119,6 +120,7 @@ def test_ab_unknown_ref_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert err.startswith("gpt2-bench ab: error: git rev-parse") and "\n" not in err
 
 
+@pytest.mark.slow
 def test_ab_on_the_tiny_grid(tmp_path: Path) -> None:
     """The real benchmarks of a copy of this project, one tiny case, few rounds, one repeat."""
     repo = tmp_path / "repo"

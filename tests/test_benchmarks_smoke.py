@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "--gpt2-model",
@@ -37,6 +39,7 @@ def pytest_run(*args, cwd=ROOT):
     )
 
 
+@pytest.mark.slow
 def test_train_and_inference_write_results(tmp_path):
     out = tmp_path / "out.json"
     proc = pytest_run(*TINY, "-m", "train or inference", f"--benchmark-json={out}")
@@ -57,6 +60,7 @@ def test_train_and_inference_write_results(tmp_path):
     assert {o for _, o, *_ in seen} == {"eager-fp32", "sdpa-fp32", "sdpa-int8"}
 
 
+@pytest.mark.slow
 def test_autosave_then_compare_fail(tmp_path):
     storage = f"file://{tmp_path / 'storage'}"
     args = [

@@ -232,6 +232,7 @@ def bench_dir(pytester):
     return make_bench_dir(pytester)
 
 
+@pytest.mark.slow
 def test_options_reach_the_header(bench_dir):
     result = run(
         bench_dir,
@@ -247,6 +248,7 @@ def test_options_reach_the_header(bench_dir):
     )
 
 
+@pytest.mark.slow
 def test_bad_alpha_is_a_usage_error(bench_dir):
     result = run(bench_dir, "--collect-only", "--gpt2-kd-alpha", "1.5")
     assert result.ret == 4  # pytest's usage error

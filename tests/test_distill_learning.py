@@ -78,6 +78,7 @@ def train(blocks, teacher, vocab_size, alpha):
     return kd, heldout_kl(student, teacher, blocks[-16:])
 
 
+@pytest.mark.slow
 def test_distillation_pulls_the_student_to_the_teacher(corpus):
     blocks, vocab_size = corpus
     with one_thread():

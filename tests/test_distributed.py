@@ -259,6 +259,7 @@ TINY = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_plain_pytest_skips_with_the_command_to_run() -> None:
     cmd = [sys.executable, "-m", "pytest", "benchmarks/test_distributed.py", *TINY, "-rs"]
     proc = _run(cmd, timeout=300)

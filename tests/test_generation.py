@@ -210,6 +210,7 @@ KD_KEYS = {"teacher", "student", "temperature", "alpha", "kd_loss", "teacher_sha
 COMMON = {"phase", "optimization", "tokens_per_s", "peak_memory_mb", "control_round_s"}
 
 
+@pytest.mark.slow
 def test_generation_and_distillation_benchmarks_write_their_keys(tmp_path):
     out = tmp_path / "out.json"
     args = [

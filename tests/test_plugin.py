@@ -13,6 +13,7 @@ def bench_dir(pytester):
     return make_bench_dir(pytester)
 
 
+@pytest.mark.slow
 def test_json_has_every_key_for_both_phases(bench_dir):
     result = run(
         bench_dir, *SMALL, "--gpt2-optimizations", "eager,sdpa", "--benchmark-json=out.json"
@@ -68,6 +69,7 @@ def test_json_has_every_key_for_both_phases(bench_dir):
     assert {"torch", "transformers", "datasets", "device_name", "tf32_matmul"} <= gpt2.keys()
 
 
+@pytest.mark.slow
 def test_half_precision_on_cpu_is_skipped_by_default_and_runs_when_named(bench_dir):
     result = run(
         bench_dir,
@@ -88,6 +90,7 @@ def test_half_precision_on_cpu_is_skipped_by_default_and_runs_when_named(bench_d
     result.assert_outcomes(passed=1, deselected=1)
 
 
+@pytest.mark.slow
 def test_skip_reason_for_flash2_on_cpu(bench_dir):
     result = run(
         bench_dir,
@@ -103,6 +106,7 @@ def test_skip_reason_for_flash2_on_cpu(bench_dir):
     result.stdout.fnmatch_lines(["*flash2-bf16: flash_attention_2 needs CUDA*this run: cpu*"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -123,6 +127,7 @@ def test_bad_input_is_one_line_without_traceback(bench_dir, args, message):
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
 
 
+@pytest.mark.slow
 def test_threads_option_reaches_header_and_machine_info(bench_dir):
     result = run(
         bench_dir,
@@ -136,6 +141,7 @@ def test_threads_option_reaches_header_and_machine_info(bench_dir):
     assert doc["machine_info"]["gpt2"]["cpu_threads"] == 1
 
 
+@pytest.mark.slow
 def test_control_option_picks_the_workload(bench_dir):
     common = ["--gpt2-batch-sizes", "1", "--gpt2-seq-lens", "16", "--gpt2-rounds", "2"]
     common += ["--gpt2-optimizations", "sdpa", "-m", "inference"]

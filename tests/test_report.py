@@ -251,6 +251,7 @@ def tiny_report(tmp_path_factory: pytest.TempPathFactory) -> report.ReportFiles:
     return report.write_report([DATA], out, baseline_path=DATA)
 
 
+@pytest.mark.slow
 def test_report_has_a_row_per_benchmark(tiny_report: report.ReportFiles) -> None:
     md = tiny_report.report.read_text()
     entries = json.loads(DATA.read_text())["benchmarks"]

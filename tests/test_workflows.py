@@ -372,6 +372,7 @@ _CLI_HELP = (
 )
 
 
+@pytest.mark.slow
 def test_gpt2_options_in_workflows_exist(ci: dict[str, Any], gpu: dict[str, Any]) -> None:
     used = set(re.findall(r"--gpt2-[a-z-]+", _run_text(ci) + _run_text(gpu)))
     assert "--gpt2-shard" in used
