@@ -1,12 +1,15 @@
 """The one registry of judged metrics: key, unit, direction, and how the gate tests each.
 
-The gate, A/B pooling, the report and W&B tables read this list; a new judged metric is one row.
+The gate, A/B pooling, the report and W&B tables read this list; a new judged metric is one row
+of ``EXTRA_METRICS`` (and its default threshold follows from its test kind in the gate).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+
+TestKind = Literal["rounds", "mean", "effect"]
 
 
 @dataclass(frozen=True)
@@ -20,26 +23,64 @@ class Metric:
     time_derived: bool
     # "rounds": per-round samples (Mann-Whitney U); "mean": extra_info mean and `_std`
     # (Welch); "effect": no significance test (memory is nearly deterministic)
-    test: Literal["rounds", "mean", "effect"]
+    test: TestKind
+    # extra_info list of per-round values aligned with stats.data (contract 4): when both sides
+    # carry it, the metric is judged on those rounds, normalised by the control like time
+    rounds_key: str | None = None
+    # the per-round value is batch_size * 1000 / (the rounds_key value in ms): a rate
+    rounds_rate: bool = False
+    # the metric whose threshold applies (normalised rows share their raw metric's threshold)
+    threshold_of: str | None = None
+
+    @property
+    def std_key(self) -> str:
+        """The extra_info key that holds the per-round standard deviation beside a mean."""
+        return f"{self.key}_std"
+
+    @property
+    def threshold_key(self) -> str:
+        return self.threshold_of or self.key
 
 
 TIME = Metric("time", "ms", True, True, "rounds")
-TIME_RATIO = Metric("time/control", "x", True, False, "rounds")
+TIME_RATIO = Metric("time/control", "x", True, False, "rounds", threshold_of="time")
 EXTRA_METRICS: tuple[Metric, ...] = (
     Metric("samples_per_s", "1/s", False, True, "mean"),
     Metric("tokens_per_s", "tok/s", False, True, "mean"),
-    Metric("decode_tokens_per_s", "tok/s", False, True, "mean"),
+    Metric("decode_tokens_per_s", "tok/s", False, True, "mean", "tpot_round_ms", True),
     Metric("tokens_per_s_per_rank", "tok/s", False, True, "mean"),
     Metric("achieved_tflops", "TFLOP/s", False, True, "mean"),
     Metric("mfu", "", False, True, "mean"),
-    Metric("ttft_ms", "ms", True, True, "mean"),
-    Metric("tpot_ms", "ms", True, True, "mean"),
+    Metric("ttft_ms", "ms", True, True, "mean", "ttft_round_ms"),
+    Metric("tpot_ms", "ms", True, True, "mean", "tpot_round_ms"),
     Metric("peak_memory_mb", "MB", True, False, "effect"),
     Metric("peak_reserved_mb", "MB", True, False, "effect"),
+    # the case's own footprint, independent of which cases ran before it (contract 5)
+    Metric("footprint_memory_mb", "MB", True, False, "effect"),
 )
-METRICS: dict[str, Metric] = {m.key: m for m in (TIME, TIME_RATIO, *EXTRA_METRICS)}
+
+
+def normalised(metric: Metric) -> Metric:
+    """The per-round metric divided by the control time (or, for a rate, multiplied by it)."""
+    if metric is TIME:
+        return TIME_RATIO
+    key, unit = (
+        (f"{metric.key}/control", "x") if metric.higher_is_worse else (f"{metric.key}*control", "")
+    )
+    return Metric(key, unit, metric.higher_is_worse, False, "rounds", threshold_of=metric.key)
+
+
+# per-round metrics and the row that judges each of them against the control
+NORMALISED: dict[str, Metric] = {
+    m.key: normalised(m) for m in (TIME, *EXTRA_METRICS) if m is TIME or m.rounds_key
+}
+METRICS: dict[str, Metric] = {
+    m.key: m for m in (TIME, TIME_RATIO, *EXTRA_METRICS, *NORMALISED.values())
+}
+# extra_info keys holding per-round lists aligned with stats.data (validated like stats.data)
+ROUND_LIST_KEYS: tuple[str, ...] = ("control_round_s", "ttft_round_ms", "tpot_round_ms")
 
 
 def std_key(metric: Metric) -> str:
     """The extra_info key that holds the per-round standard deviation beside a mean."""
-    return f"{metric.key}_std"
+    return metric.std_key
