@@ -6,15 +6,26 @@ Reading, validating and writing the files lives in :mod:`gpt2_fixtures.results.f
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gpt2_fixtures.results import files
 from gpt2_fixtures.results.files import (
     UnusableInput,
     load_result,
     missing_round_data,
     save_result,
+)
+from gpt2_fixtures.results.gate import samples
+from gpt2_fixtures.results.metrics import (
+    EXTRA_METRICS,
+    METRICS,
+    NORMALISED,
+    ROUND_LIST_KEYS,
+    TIME,
+    Metric,
 )
 
 # machine_info["gpt2"] keys written by the plugin; which of them may differ between a baseline and
@@ -90,12 +101,158 @@ def check_environment(
     return notes
 
 
+# --- calibrated baselines: several processes pooled ---------------------------------------------
+
+
+def _pooled_mean_std(parts: Sequence[tuple[float, float, int]]) -> tuple[float, float]:
+    """Mean and std of the union of groups given as (mean, std, n): within-group (n-1)s^2 plus
+    between-group n(mean - grand mean)^2."""
+    n = sum(k for _, _, k in parts)
+    mean = sum(m * k for m, _, k in parts) / n
+    ss = sum((k - 1) * s * s + k * (m - mean) ** 2 for m, s, k in parts)
+    return mean, (ss / (n - 1)) ** 0.5 if n > 1 else 0.0
+
+
+def _stats(data: list[float]) -> dict[str, Any]:
+    q1, _, q3 = statistics.quantiles(data, n=4) if len(data) > 1 else (data[0],) * 3
+    return {
+        "min": min(data),
+        "max": max(data),
+        "mean": statistics.fmean(data),
+        "stddev": statistics.stdev(data) if len(data) > 1 else 0.0,
+        "median": statistics.median(data),
+        "q1": q1,
+        "q3": q3,
+        "iqr": q3 - q1,
+        "rounds": len(data),
+        "iterations": 1,
+        "total": sum(data),
+        "ops": 1 / statistics.fmean(data),
+        "data": data,
+    }
+
+
+def _rel_spread(values: Sequence[float]) -> float:
+    """Between-process spread: the sample std of per-process values over their mean."""
+    return statistics.stdev(values) / abs(statistics.fmean(values))
+
+
+def _rounds_of(bench: Mapping[str, Any], metric: Metric) -> list[float] | None:
+    raw = NORMALISED_KEYS.get(metric.key)
+    if raw is not None:
+        return samples.normalised_rounds(bench, METRICS[raw])
+    if metric is TIME or metric.rounds_key:
+        return samples.metric_rounds(bench, metric)
+    return None
+
+
+def _per_process(entries: Sequence[Mapping[str, Any]], metric: Metric) -> list[float] | None:
+    """One value per process: the median of its rounds where the gate judges rounds (raw or
+    normalised by the control), else its extra_info value."""
+    values = []
+    for e in entries:
+        rounds = _rounds_of(e, metric)
+        if rounds is not None:
+            values.append(statistics.median(rounds))
+            continue
+        value = None if metric.test == "rounds" else samples.info(e).get(metric.key)
+        if value is None:
+            return None
+        values.append(float(value))
+    return values
+
+
+NORMALISED_KEYS = {norm.key: raw for raw, norm in NORMALISED.items()}
+
+
+def _spreads(entries: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Per metric, the between-process spread as a fraction of the metric."""
+    out: dict[str, float] = {}
+    for metric in METRICS.values():
+        values = _per_process(entries, metric)
+        if values is None or len(values) < 2:
+            continue
+        if all(v > 0 for v in values):
+            out[metric.key] = _rel_spread(values)
+    return out
+
+
+def _concat(entries: Sequence[Mapping[str, Any]], key: str) -> list[float] | None:
+    lists = [samples.info(e).get(key) for e in entries]
+    if not all(isinstance(x, list) for x in lists):
+        return None  # pooled only when every process recorded it aligned with its rounds
+    return [float(v) for x in lists for v in x or []]
+
+
+def _pool_entry(entries: Sequence[Mapping[str, Any]], label: str) -> dict[str, Any]:
+    first = entries[0]
+    data = [x for e in entries for x in samples.round_times(e) or []]
+    if len(data) != sum(int(e["stats"]["rounds"]) for e in entries):
+        raise UnusableInput(f"{label}: benchmark {first['name']}: no per-round samples to pool")
+    info = dict(samples.info(first))
+    for key in ROUND_LIST_KEYS:
+        if key in info:
+            info[key] = _concat(entries, key)
+    for metric in EXTRA_METRICS:
+        raw = [samples.info(e).get(metric.key) for e in entries]
+        if any(v is None for v in raw):
+            continue
+        values = [float(v) for v in raw if v is not None]
+        stds = [float(samples.info(e).get(metric.std_key) or 0.0) for e in entries]
+        counts = [int(e["stats"]["rounds"]) for e in entries]
+        parts = list(zip(values, stds, counts, strict=True))
+        mean, std = _pooled_mean_std(parts)
+        # memory: the median process (a peak, not an average); means: the pooled mean
+        info[metric.key] = statistics.median(values) if metric.test == "effect" else mean
+        info[metric.std_key] = std
+    return {**first, "stats": _stats(data), "extra_info": info}
+
+
+def pool_results(docs: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> dict[str, Any]:
+    """One calibrated baseline from results of the same grid made by separate processes: the
+    rounds pooled, and per benchmark the between-process spread of every metric."""
+    names = [{b["fullname"] for b in d["benchmarks"]} for d in docs]
+    for doc, label, have in zip(docs, labels, names, strict=True):
+        check_environment(docs[0], doc)
+        for other in names[0] ^ have:
+            raise UnusableInput(
+                f"{label}: benchmark {other} is not in every result: pool runs of one grid"
+            )
+    by_name: dict[str, list[Mapping[str, Any]]] = {}
+    for doc in docs:
+        for bench in doc["benchmarks"]:
+            by_name.setdefault(bench["fullname"], []).append(bench)
+    pooled = {
+        **docs[0],
+        "benchmarks": [_pool_entry(v, labels[0]) for v in by_name.values()],
+        samples.CALIBRATION_KEY: {
+            "processes": len(docs),
+            "spread": "sample std over processes of each process's median of rounds (its "
+            "extra_info value where no rounds), as a fraction of their mean",
+            "benchmarks": {f: _spreads(v) for f, v in by_name.items()},
+        },
+    }
+    failed = [c for d in docs for c in files.failed_cases(d)]
+    if failed:
+        raise UnusableInput(
+            f"{labels[0]}...: {failed[0]['name']} failed in a run ({failed[0]['reason']}): "
+            "a baseline needs every case measured"
+        )
+    return pooled
+
+
 # --- command line: `gpt2-bench baseline` -------------------------------------------------------
 
 
 def add_baseline_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("result", help="pytest-benchmark JSON (from --benchmark-json)")
-    parser.add_argument("output", help="baseline file to write, e.g. baselines/cpu-tiny.json")
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="RESULT... OUTPUT",
+        help="pytest-benchmark JSON results (from --benchmark-json), then the baseline file to "
+        "write, e.g. baselines/cpu-tiny.json. Several results of the same grid from separate "
+        "processes make a calibrated baseline",
+    )
     parser.add_argument(
         "--allow-missing-data",
         action="store_true",
@@ -104,20 +261,31 @@ def add_baseline_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_baseline(args: argparse.Namespace) -> int:
-    """`gpt2-bench baseline RESULT OUTPUT`: validate, print the fingerprint, write atomically."""
+    """`gpt2-bench baseline RESULT... OUTPUT`: validate, pool several results (calibrated),
+    print the fingerprint, write atomically."""
     try:
-        doc = load_result(args.result)
-        lacking = missing_round_data(doc)
-        if lacking and not args.allow_missing_data:
-            raise UnusableInput(
-                f"{args.result}: no per-round samples for {', '.join(lacking)}; "
-                "run with --benchmark-json (or --benchmark-save-data) or pass --allow-missing-data"
-            )
-        save_result(doc, args.output)
+        if len(args.paths) < 2:
+            raise UnusableInput("expected RESULT... OUTPUT: at least one result and the output")
+        *inputs, output = args.paths
+        docs = [load_result(p) for p in inputs]
+        for path, doc in zip(inputs, docs, strict=True):
+            lacking = missing_round_data(doc)
+            if lacking and (len(docs) > 1 or not args.allow_missing_data):
+                raise UnusableInput(
+                    f"{path}: no per-round samples for {', '.join(lacking)}; run with "
+                    "--benchmark-json (or --benchmark-save-data)"
+                    + ("" if len(docs) > 1 else " or pass --allow-missing-data")
+                )
+        doc = pool_results(docs, inputs) if len(docs) > 1 else docs[0]
+        save_result(doc, output)
     except UnusableInput as err:
         print(f"gpt2-bench baseline: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # never a traceback for bad input
+        print(f"gpt2-bench baseline: error: {type(err).__name__}: {err}", file=sys.stderr)
+        return 2
     fp = fingerprint(doc)
     facts = ", ".join(f"{k}={fp[k]}" for k in FINGERPRINT_KEYS if fp[k] is not None)
-    print(f"wrote {args.output}: {len(doc['benchmarks'])} benchmarks; {facts}")
+    kind = f"calibrated from {len(docs)} processes" if len(docs) > 1 else "uncalibrated (1 run)"
+    print(f"wrote {output}: {len(doc['benchmarks'])} benchmarks, {kind}; {facts}")
     return 0

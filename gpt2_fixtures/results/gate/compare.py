@@ -5,6 +5,7 @@ Rules and their reasons: docs/gate.md.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -22,6 +23,7 @@ from gpt2_fixtures.results.gate.model import (
     NA,
     NEW,
     NOT_SELECTED,
+    PASS,
     REGRESSION,
     GateResult,
     GateSettings,
@@ -58,24 +60,28 @@ class _Pair:
     settings: GateSettings
     alpha: float  # per-benchmark significance level (Bonferroni)
     baseline_doc: Result
+    typical: Mapping[str, float]  # the calibrated baseline's median spread per metric
 
     @property
     def name(self) -> str:
         return str(self.cur["name"])
 
     def threshold(self, metric: Metric) -> Threshold:
+        """The configured threshold, raised for a calibrated baseline of n processes to
+        k x spread x sqrt(1 + 1/n): the current process differs from the pooled baseline by one
+        process's spread plus that of the mean of n. The spread is the benchmark's own, at least
+        the grid's median."""
         thr = self.settings.thresholds.lookup(self.name, self.cur["fullname"], metric.key)
-        spread = samples.spread(self.baseline_doc, self.base["fullname"], metric.key)
-        if spread is None:
+        own = samples.spread(self.baseline_doc, self.base["fullname"], metric.key)
+        if own is None:
             return thr
+        spread = max(own, self.typical.get(metric.key, 0.0))
+        n = int((samples.calibration(self.baseline_doc) or {}).get("processes") or 1)
         k = self.settings.spread_k
-        processes = (samples.calibration(self.baseline_doc) or {}).get("processes", "?")
-        if metric.test == "effect":
-            floor = max(thr.floor, k * spread)
-            why = f"{k:g} x {spread:.3g} {metric.unit} spread over {processes} processes"
-            return Threshold(thr.rel, floor, why) if floor > thr.floor else thr
-        why = f"max of {thr.rel:.0%} and {k:g} x {spread:.2%} spread over {processes} processes"
-        return Threshold(max(thr.rel, k * spread), thr.floor, why)
+        calibrated = k * spread * math.sqrt(1 + 1 / n)
+        if calibrated <= thr.rel:
+            return Threshold(thr.rel, thr.floor, f"calibrated: {k:g} x {spread:.2%} spread is less")
+        return Threshold(calibrated, thr.floor, f"{k:g} x {spread:.2%} between-process spread")
 
 
 def compare(baseline: Result, current: Result, settings: GateSettings | None = None) -> GateResult:
@@ -91,11 +97,12 @@ def compare(baseline: Result, current: Result, settings: GateSettings | None = N
     alpha = settings.alpha / max(1, len(shared))
     rows: list[Row] = []
     bases_used: set[str] = set()
+    typical = samples.typical_spreads(baseline)
     for fullname, cur in cur_by.items():
         if fullname not in base_by:
             rows.append(_new_row(cur, baseline))
             continue
-        pair = _Pair(base_by[fullname], cur, settings, alpha, baseline)
+        pair = _Pair(base_by[fullname], cur, settings, alpha, baseline, typical)
         bench_rows, basis = _compare_benchmark(pair)
         bases_used.add(basis)
         rows.extend(bench_rows)
@@ -259,6 +266,12 @@ def _rounds_row(pair: _Pair, metric: Metric, b: list[float], c: list[float], not
             "rounds: Welch t-test on log rounds"
         )
         note = "; ".join(filter(None, (note, fallback)))
+        row = _row(pair, metric, b_med, c_med, p=p, low=low, high=high, note=note)
+        if row.verdict == PASS and abs(row.change or 0) > pair.threshold(metric).rel:
+            # beyond the threshold, and the fallback cannot tell: not a pass
+            why = f"too few rounds ({len(b)} and {len(c)}) to tell a change of this size"
+            return replace(row, verdict=INCONCLUSIVE, note=why)
+        return row
     return _row(pair, metric, b_med, c_med, p=p, low=low, high=high, note=note)
 
 

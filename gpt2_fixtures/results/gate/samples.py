@@ -94,10 +94,23 @@ def calibration(doc: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 
 def spread(doc: Mapping[str, Any], fullname: str, metric_key: str) -> float | None:
-    """A benchmark's between-process spread of one metric: a fraction of the metric for times
-    and rates, MB for memory; None when the baseline is not calibrated for it."""
+    """A benchmark's between-process spread of one metric (a fraction of the metric), or None
+    when the baseline is not calibrated for it."""
     section = calibration(doc)
     if section is None:
         return None
     value = (section.get("benchmarks") or {}).get(fullname, {}).get(metric_key)
     return float(value) if isinstance(value, int | float) else None
+
+
+def typical_spreads(doc: Mapping[str, Any]) -> dict[str, float]:
+    """Per metric, the median spread over the baseline's benchmarks. Three processes estimate
+    one benchmark's spread poorly (two degrees of freedom); the grid's median is a steadier
+    floor under it."""
+    section = calibration(doc) or {}
+    by_metric: dict[str, list[float]] = {}
+    for spreads in (section.get("benchmarks") or {}).values():
+        for key, value in spreads.items():
+            if isinstance(value, int | float):
+                by_metric.setdefault(key, []).append(float(value))
+    return {key: statistics.median(values) for key, values in by_metric.items()}
