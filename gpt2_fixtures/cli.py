@@ -16,8 +16,9 @@ from collections.abc import Sequence
 # exit status)
 SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
     "compare": (
-        "gate a result against a baseline (exit 0 pass, 1 regression, 2 unusable input)",
-        "gpt2_fixtures.results.gate",
+        "gate a result against a baseline (exit 0 pass, 1 regression, 2 unusable input, "
+        "3 not fully judged)",
+        "gpt2_fixtures.results.gate.cli",
         "add_compare_arguments",
         "run_compare",
     ),
@@ -28,7 +29,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
         "run_ab_command",
     ),
     "baseline": (
-        "validate a result and write it atomically as a baseline file",
+        "validate a result, or pool several runs into a calibrated baseline, and write it "
+        "atomically",
         "gpt2_fixtures.results.baseline",
         "add_baseline_arguments",
         "run_baseline",

@@ -245,10 +245,11 @@ def pool_results(docs: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> di
 
 
 def add_baseline_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.usage = "%(prog)s [-h] [--allow-missing-data] RESULT [RESULT ...] OUTPUT"
     parser.add_argument(
         "paths",
         nargs="+",
-        metavar="RESULT... OUTPUT",
+        metavar="PATH",
         help="pytest-benchmark JSON results (from --benchmark-json), then the baseline file to "
         "write, e.g. baselines/cpu-tiny.json. Several results of the same grid from separate "
         "processes make a calibrated baseline",

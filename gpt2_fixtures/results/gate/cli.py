@@ -161,7 +161,8 @@ DEVICE_MISMATCH_OPTION: tuple[str, dict[str, Any]] = (
     "allow-device-mismatch",
     {
         "action": "store_true",
-        "help": "compare even when the baseline was measured on another device",
+        "help": "compare even when the baseline was measured on another device: time is "
+        "then judged on the control ratio only, and a case without one is inconclusive",
     },
 )
 

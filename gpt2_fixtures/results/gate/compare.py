@@ -358,8 +358,8 @@ def _memory_row(pair: _Pair, metric: Metric, b_val: float, c_val: float) -> Row:
     band = NOISE_BAND_SIGMAS * float(std)
     note = ""
     if band > thr.floor:
-        thr = Threshold(thr.rel, band, f"noise band {NOISE_BAND_SIGMAS:g} x the baseline's std")
-        note = f"noise band {band:.3g} {metric.unit} from the baseline's per-step spread"
+        thr = Threshold(thr.rel, band, thr.why)
+        note = f"noise band {band:.3g} {metric.unit}: {NOISE_BAND_SIGMAS:g} x the baseline's std"
     return _row(pair, metric, b_val, c_val, threshold=thr, note=note)
 
 
