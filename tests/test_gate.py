@@ -517,12 +517,22 @@ def _load_tool(name: str) -> Any:
     return module
 
 
-def test_gate_quality_schedule_and_pairs() -> None:
+def test_gate_quality_schedule() -> None:
     gq = _load_tool("gate_quality")
-    assert gq.schedule(2, 1) == [("aa", 0), ("slow25", 0), ("slow10", 0), ("mem2", 0), ("aa", 1)]
-    comparisons = gq.pairs(3, 2)
-    assert len(comparisons["aa"]) == 6 and (0, 0) not in comparisons["aa"]
-    assert comparisons["slow25"] == [(0, 0), (1, 0), (1, 1), (2, 1)]
+    assert gq.schedule(2, 1) == [("aa", 0), ("slow25", 0), ("slow10", 0), ("mem5", 0), ("aa", 1)]
+
+
+def test_gate_quality_counts_failing_improved_and_caught_rows() -> None:
+    gq = _load_tool("gate_quality")
+    base = doc(bench("test_infer[a]", data=rounds(0.01, 1)), bench("test_train[b]"))
+    same = doc(bench("test_infer[a]", data=rounds(0.01, 2)), bench("test_train[b]"))
+    slow = doc(bench("test_infer[a]", data=rounds(0.0125, 3)), bench("test_train[b]"))
+    aa = gq.aa_figures(base, [same, slow], gate.GateSettings())
+    assert aa["failing_rows"] == 1 and aa["exit_codes"] == [0, 1]
+    assert any("test_infer[a] time: REGRESSION" in line for line in aa["not_pass"])
+    found = gq.detection(base, [slow], gate.GateSettings(), gq.TIME_METRICS)
+    assert (found["caught"], found["benchmark_comparisons"]) == (1, 2)
+    assert found["missed"] == ["run 0 test_train[b]"]
 
 
 def test_gate_quality_uses_pytest_benchmarks_own_check() -> None:

@@ -1,26 +1,35 @@
-"""Measure the regression gate itself: false alarms on A/A runs, detection of injected regressions.
+"""Measure the regression gate itself, with the protocol of issue 16.
 
-Runs a fixed benchmark grid in separate processes, interleaved so that machine drift falls on
-every kind alike:  A, slow25, slow10, mem2, A, slow25, ...  where A is the unchanged code and the
-others carry a regression injected by tools/gate_inject.py (a pytest plugin; the product code has
-no hook for it). Then:
+Separate pytest processes of one grid (default: the whole default CPU grid, one torch thread):
 
-- A/A: every ordered pair (baseline A_i, current A_j), i != j -> false alarms.
-- injected: each injected run against two A runs -> detections.
+1. ``base-0..`` (``--calib``, 3): pooled into a calibrated baseline (``gpt2-bench baseline``);
+2. then, interleaved so that machine drift falls on every kind alike: ``aa-i`` (``--aa``, >= 6,
+   unchanged code) and the injected kinds (``--inj`` runs each; tools/gate_inject.py, a pytest
+   plugin: the product code has no hook for it): ``slow25`` (every step 25% slower), ``slow10``,
+   ``mem5`` (+5% memory held through a benchmark's rounds);
+3. ``hog-0..`` (``--hog``, 3): a second calibrated baseline recorded while ``--hog-procs`` busy
+   processes compete for the CPU (the machine ~1.5x slower), judged against the slow25 runs.
 
-Each comparison is judged by our gate (gate.compare, default settings unless overridden) and by
-pytest-benchmark's own `--benchmark-compare-fail=median:5%` check (its PercentageRegressionCheck
-on the same files), counted per comparison (any benchmark failing fails the comparison, as in CI).
+Judged (default gate settings unless overridden):
 
-    .venv/bin/python tools/gate_quality.py --out gate-quality        # ~10 min on a 2-core CPU
-    .venv/bin/python tools/gate_quality.py --out gate-quality --reuse  # re-judge saved runs
+- A/A: every A run against the calibrated baseline: failing rows in total, every non-pass row
+  with its reason, false ``improved`` rows; also against one uncalibrated base run, and with
+  pytest-benchmark's own ``--benchmark-compare-fail`` rule on the same files;
+- detection per benchmark comparison: slow25 caught (a time REGRESSION row), slow10 caught in
+  train and infer cases, mem5 caught in training cases, slow25 against the CPU-hog baseline.
 
-Writes OUT/runs/*.json, OUT/gate_quality.json and OUT/gate_quality.md.
+    python tools/gate_quality.py --out gate-quality                 # the full protocol (hours)
+    python tools/gate_quality.py --out gq --reuse                   # judge the saved runs again
+    python tools/gate_quality.py --out gq --grid "benchmarks/test_inference.py ..." --aa 2 ...
+
+Writes OUT/runs/*.json, OUT/baseline.json, OUT/baseline-hog.json, OUT/gate_quality.json and
+OUT/gate_quality.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -28,7 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +49,11 @@ from pytest_benchmark.utils import parse_compare_fail  # noqa: E402
 from gpt2_fixtures.results import baseline as baseline_io  # noqa: E402
 from gpt2_fixtures.results import files, gate  # noqa: E402
 
-KINDS: dict[str, str] = {"aa": "", "slow25": "slow=0.25", "slow10": "slow=0.10", "mem2": "mem=0.02"}
-DEFAULT_GRID = (
-    "benchmarks/test_inference.py benchmarks/test_training.py --gpt2-model tiny "
-    "--gpt2-optimizations sdpa --gpt2-batch-sizes 1 --gpt2-seq-lens 128"
-)
+INJECTED: dict[str, str] = {"slow25": "slow=0.25", "slow10": "slow=0.10", "mem5": "mem=0.05"}
+KINDS: dict[str, str] = {"aa": "", **INJECTED}
+DEFAULT_GRID = "benchmarks --gpt2-device cpu --gpt2-model tiny --gpt2-threads 1"
 TIME_METRICS = ("time", "time/control")
+MEMORY_METRICS = ("peak_memory_mb", "footprint_memory_mb")
 
 
 def run_one(path: Path, inject: str, grid: Sequence[str], threads: int | None) -> float:
@@ -65,21 +73,25 @@ def run_one(path: Path, inject: str, grid: Sequence[str], threads: int | None) -
     return time.perf_counter() - start
 
 
+@contextlib.contextmanager
+def cpu_hog(procs: int) -> Iterator[None]:
+    """``procs`` busy-looping processes for the duration: a co-tenant competing for the CPU."""
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(max(0, procs))
+    ]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
 def schedule(n_aa: int, n_inj: int) -> list[tuple[str, int]]:
     """Interleaved (kind, index): A first, then the injected kinds in turn."""
     out: list[tuple[str, int]] = []
     for i in range(max(n_aa, n_inj)):
         out += [(kind, i) for kind in KINDS if i < (n_aa if kind == "aa" else n_inj)]
-    return out
-
-
-def pairs(n_aa: int, n_inj: int) -> dict[str, list[tuple[int, int]]]:
-    """(baseline A index, current index) per kind: all ordered A/A pairs; each injected run
-    against the A run of its own turn and the next one."""
-    out = {"aa": [(i, j) for i, j in itertools.permutations(range(n_aa), 2)]}
-    for kind in KINDS:
-        if kind != "aa":
-            out[kind] = [(a % n_aa, j) for j in range(n_inj) for a in (j, j + 1)]
     return out
 
 
@@ -94,95 +106,143 @@ def pytest_benchmark_fails(base: Mapping[str, Any], cur: Mapping[str, Any], chec
     )
 
 
+def aa_figures(
+    baseline: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], settings: gate.GateSettings
+) -> dict[str, Any]:
+    """Every A run against the baseline: failing and improved rows, every non-pass row."""
+    failing = improved = rows = 0
+    exits: list[int] = []
+    not_pass: list[str] = []
+    for i, run in enumerate(runs):
+        result = gate.compare(baseline, run, settings)
+        exits.append(result.exit_code)
+        rows += len(result.rows)
+        failing += len(result.regressions)
+        improved += sum(r.verdict == gate.IMPROVED for r in result.rows)
+        not_pass += [
+            f"aa-{i} {r.benchmark} {r.metric}: {r.verdict} {_fmt(r.change)} {r.note}".rstrip()
+            for r in result.rows
+            if r.verdict not in (gate.PASS, gate.DRIFT)
+        ]
+    return {
+        "comparisons": len(runs),
+        "rows": rows,
+        "failing_rows": failing,
+        "improved_rows": improved,
+        "exit_codes": exits,
+        "not_pass": not_pass,
+    }
+
+
+def detection(
+    baseline: Mapping[str, Any],
+    runs: Sequence[Mapping[str, Any]],
+    settings: gate.GateSettings,
+    metrics: Sequence[str],
+    only: Callable[[str], bool] = lambda name: True,
+) -> dict[str, Any]:
+    """Per benchmark comparison: was the injected regression caught on one of ``metrics``?"""
+    caught = total = runs_failed = 0
+    missed: list[str] = []
+    for j, run in enumerate(runs):
+        result = gate.compare(baseline, run, settings)
+        runs_failed += result.exit_code == 1
+        names = {r.benchmark for r in result.rows if r.metric != "-" and only(r.benchmark)}
+        hit = {r.benchmark for r in result.regressions if r.metric in metrics}
+        caught += len(names & hit)
+        total += len(names)
+        missed += [f"run {j} {name}" for name in sorted(names - hit)]
+    return {
+        "comparisons": len(runs),
+        "benchmark_comparisons": total,
+        "caught": caught,
+        "runs_failed": runs_failed,
+        "missed": missed,
+    }
+
+
+def _fmt(x: float | None) -> str:
+    return "" if x is None else f"{x * 100:+.1f}%"
+
+
 def judge_all(
     runs: Mapping[str, list[dict[str, Any]]],
-    comparisons: Mapping[str, list[tuple[int, int]]],
+    calibrated: Mapping[str, Any],
+    hog: Mapping[str, Any] | None,
     settings: gate.GateSettings,
     check: str,
 ) -> dict[str, Any]:
-    figures: dict[str, Any] = {}
-    for kind, kind_pairs in comparisons.items():
-        current = runs[kind]
-        gate_fail = pb_fail = bench_fail = bench_total = target_hit = 0
-        changes: list[float] = []
-        for i, j in kind_pairs:
-            result = gate.compare(runs["aa"][i], current[j], settings)
-            regressed = result.regressions
-            gate_fail += bool(regressed)
-            target = "peak_memory_mb" if kind == "mem2" else TIME_METRICS
-            target_hit += any(r.metric in target for r in regressed)
-            names = {r.benchmark for r in regressed}
-            bench_fail += len(names)
-            bench_total += len(current[j]["benchmarks"])
-            pb_fail += bool(pytest_benchmark_fails(runs["aa"][i], current[j], check))
-            metric = "peak_memory_mb" if kind == "mem2" else _judged_time_metric(result)
-            changes += [
-                r.change for r in result.rows if r.metric == metric and r.change is not None
-            ]
-        figures[kind] = {
-            "comparisons": len(kind_pairs),
-            "gate_failed": gate_fail,
-            "gate_caught_target": target_hit,
-            "gate_failed_benchmarks": bench_fail,
-            "benchmark_comparisons": bench_total,
-            "pytest_benchmark_failed": pb_fail,
-            "median_change": statistics.median(changes) if changes else None,
-        }
+    def trains(name: str) -> bool:
+        return name.startswith("test_train")
+
+    def train_or_infer(name: str) -> bool:
+        return name.startswith(("test_train", "test_infer"))
+
+    figures: dict[str, Any] = {
+        "aa_calibrated": aa_figures(calibrated, runs["aa"], settings),
+        "aa_uncalibrated": aa_figures(runs["base"][0], runs["aa"], settings),
+        "aa_pytest_benchmark": sum(
+            bool(pytest_benchmark_fails(a, b, check))
+            for a, b in itertools.permutations(runs["aa"], 2)
+        ),
+        "aa_pytest_benchmark_comparisons": len(runs["aa"]) * (len(runs["aa"]) - 1),
+    }
+    if runs.get("slow25"):
+        figures["slow25"] = detection(calibrated, runs["slow25"], settings, TIME_METRICS)
+        if hog is not None:
+            figures["slow25_vs_hog"] = detection(hog, runs["slow25"], settings, TIME_METRICS)
+    if runs.get("slow10"):
+        figures["slow10"] = detection(
+            calibrated, runs["slow10"], settings, TIME_METRICS, train_or_infer
+        )
+    if runs.get("mem5"):
+        figures["mem5"] = detection(calibrated, runs["mem5"], settings, MEMORY_METRICS, trains)
     return figures
 
 
-def _judged_time_metric(result: gate.GateResult) -> str:
-    return "time/control" if any(r.metric == "time/control" for r in result.rows) else "time"
-
-
-def spread(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, list[float]]]:
-    """Per benchmark, the range over processes of the median time (ms), the median control ratio
-    and the peak memory (MB): how far identical processes disagree."""
-    out: dict[str, dict[str, list[float]]] = {}
-    for doc in runs:
-        for b in doc["benchmarks"]:
-            row = out.setdefault(b["name"], {"median_ms": [], "ratio": [], "peak_mb": []})
-            row["median_ms"].append(b["stats"]["median"] * 1e3)
-            ratios = gate.control_ratios(b)
-            if ratios:
-                row["ratio"].append(statistics.median(ratios))
-            mem = (b.get("extra_info") or {}).get("peak_memory_mb")
-            if mem is not None:
-                row["peak_mb"].append(mem)
-    return {name: {k: [min(v), max(v)] for k, v in row.items() if v} for name, row in out.items()}
+LABELS = {
+    "slow25": "+25% step, calibrated baseline",
+    "slow10": "+10% step (train, infer), calibrated baseline",
+    "mem5": "+5% memory (train), calibrated baseline",
+    "slow25_vs_hog": "+25% step, baseline recorded under a CPU hog",
+}
 
 
 def markdown(figures: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
-    labels = {
-        "aa": "A/A (no change)",
-        "slow25": "25% slower step",
-        "slow10": "10% slower step",
-        "mem2": "+2% memory",
-    }
     lines = [
-        f"Grid: `{meta['grid']}`; {meta['n_aa']} A runs, {meta['n_inj']} runs per injection; "
-        f"machine: {meta['machine']}; torch threads: {meta['threads']}; "
-        f"1-min load average min/median/max {_fmt_load(meta['load_average'])}; "
+        f"Grid: `{meta['grid']}`; {meta['n_calib']} baseline processes (calibrated), "
+        f"{meta['n_aa']} A processes, {meta['n_inj']} per injection, {meta['n_hog']} under "
+        f"{meta['hog_procs']} CPU hogs; machine: {meta['machine']}; torch threads: "
+        f"{meta['threads']}; 1-min load min/median/max {_fmt_load(meta['load_average'])}; "
         f"gate: {meta['settings']}; {meta['when']}.",
         "",
-        f"| runs compared | comparisons | our gate failed | of which on the injected metric "
-        f"| median change seen | pytest-benchmark {meta['check']} failed |",
+        "| A/A against | comparisons | rows | failing rows | improved rows | exit codes |",
         "|---|---|---|---|---|---|",
     ]
-    for kind, f in figures.items():
-        change = f["median_change"]
-        change_text = "-" if change is None else f"{change * 100:+.1f}%"
-        target = "-" if kind == "aa" else f["gate_caught_target"]
+    for key, label in (("aa_calibrated", "calibrated"), ("aa_uncalibrated", "one base run")):
+        f = figures[key]
         lines.append(
-            f"| {labels[kind]} | {f['comparisons']} | {f['gate_failed']} | {target} "
-            f"| {change_text} | {f['pytest_benchmark_failed']} |"
+            f"| {label} | {f['comparisons']} | {f['rows']} | {f['failing_rows']} "
+            f"| {f['improved_rows']} | {' '.join(map(str, f['exit_codes']))} |"
         )
-    lines += ["", "Spread over the A runs (min..max across processes):", ""]
-    lines += ["| benchmark | median ms | median time/control | peak MB |", "|---|---|---|---|"]
-    for name, s in meta["spread"].items():
-        ranges = (s.get(k) for k in ("median_ms", "ratio", "peak_mb"))
-        cells = ["-" if r is None else f"{r[0]:.4g}..{r[1]:.4g}" for r in ranges]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"pytest-benchmark `{meta['check']}` on the A runs: {figures['aa_pytest_benchmark']} of "
+        f"{figures['aa_pytest_benchmark_comparisons']} ordered pairs failed.",
+        "",
+        "| injected | runs | benchmark comparisons | caught | runs failing (exit 1) |",
+        "|---|---|---|---|---|",
+    ]
+    for key, label in LABELS.items():
+        f = figures.get(key)
+        if f:
+            share = f["caught"] / f["benchmark_comparisons"] if f["benchmark_comparisons"] else 0
+            lines.append(
+                f"| {label} | {f['comparisons']} | {f['benchmark_comparisons']} "
+                f"| {f['caught']} ({share:.0%}) | {f['runs_failed']} |"
+            )
+    lines += ["", "Every non-pass row of the A/A comparisons against the calibrated baseline:", ""]
+    lines += [f"- {line}" for line in figures["aa_calibrated"]["not_pass"]] or ["- none"]
     return "\n".join(lines) + "\n"
 
 
@@ -190,58 +250,82 @@ def _fmt_load(loads: Sequence[float] | None) -> str:
     return "unknown" if not loads else "/".join(f"{x:.1f}" for x in loads)
 
 
-def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) -> int:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="gate-quality", help="output folder. Default: %(default)s")
-    parser.add_argument("--aa", type=int, default=6, help="A runs. Default: %(default)s")
-    parser.add_argument(
-        "--inj", type=int, default=5, help="runs per injection. Default: %(default)s"
-    )
-    parser.add_argument(
-        "--grid", default=DEFAULT_GRID, help="pytest arguments. Default: %(default)s"
-    )
-    parser.add_argument("--check", default="median:5%", help="pytest-benchmark compare-fail rule")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="OMP_NUM_THREADS for the runs. Default: inherit"
-    )
-    parser.add_argument("--reuse", action="store_true", help="judge the runs already in OUT/runs")
+    add = parser.add_argument
+    add("--out", default="gate-quality", help="output folder. Default: %(default)s")
+    add("--calib", type=int, default=3, help="baseline processes. Default: %(default)s")
+    add("--aa", type=int, default=6, help="A processes. Default: %(default)s")
+    add("--inj", type=int, default=3, help="processes per injection. Default: %(default)s")
+    add("--hog", type=int, default=3, help="baseline processes under a hog. Default: %(default)s")
+    add("--hog-procs", type=int, default=os.cpu_count() or 2, help="busy processes of the hog")
+    add("--grid", default=DEFAULT_GRID, help="pytest arguments. Default: %(default)s")
+    add("--check", default="median:5%", help="pytest-benchmark compare-fail rule")
+    add("--threads", type=int, default=1, help="OMP_NUM_THREADS. Default: %(default)s")
+    add("--reuse", action="store_true", help="judge the runs already in OUT/runs")
     gate.add_gate_arguments(parser)
     args = parser.parse_args(argv)
+    if args.calib < 2 or args.aa < 1 or (args.hog and args.hog < 2):
+        parser.error("--calib and --hog need at least 2 processes, --aa at least 1")
+    return args
+
+
+def make_runs(args: argparse.Namespace, out: Path, log: Callable[[str], None]) -> list[float]:
+    """Run every process of the protocol; returns the 1-minute load average after each."""
+    grid = args.grid.split()
+    order = [("base", i) for i in range(args.calib)] + schedule(args.aa, args.inj)
+    order += [("hog", i) for i in range(args.hog)]
+    loads = [os.getloadavg()[0]]
+    for n, (kind, i) in enumerate(order, 1):
+        hog = cpu_hog(args.hog_procs) if kind == "hog" else contextlib.nullcontext()
+        with hog:
+            inject = KINDS.get(kind, "")
+            seconds = run_one(out / "runs" / f"{kind}-{i}.json", inject, grid, args.threads)
+            loads.append(os.getloadavg()[0])
+        log(f"[{n}/{len(order)}] {kind}-{i}: {seconds:.0f} s, load average {loads[-1]:.1f}")
+    return loads
+
+
+def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) -> int:
+    args = parse_args(argv)
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    grid = args.grid.split()
     loads_path = out / "runs" / "loadavg.json"
     if not args.reuse:
-        order = schedule(args.aa, args.inj)
-        loads = [os.getloadavg()[0]]
-        for n, (kind, i) in enumerate(order, 1):
-            seconds = run_one(out / "runs" / f"{kind}-{i}.json", KINDS[kind], grid, args.threads)
-            loads.append(os.getloadavg()[0])
-            log(f"[{n}/{len(order)}] {kind}-{i}: {seconds:.0f} s, load average {loads[-1]:.1f}")
-        loads_path.write_text(json.dumps(loads))
+        loads_path.write_text(json.dumps(make_runs(args, out, log)))
     loads = json.loads(loads_path.read_text()) if loads_path.is_file() else []
+    counts = {"base": args.calib, "aa": args.aa, "hog": args.hog}
+    counts.update({kind: args.inj for kind in INJECTED})
     runs = {
         kind: [files.load_result(out / "runs" / f"{kind}-{i}.json") for i in range(n)]
-        for kind, n in ((k, args.aa if k == "aa" else args.inj) for k in KINDS)
+        for kind, n in counts.items()
     }
+    names = [str(out / "runs" / f"base-{i}.json") for i in range(args.calib)]
+    calibrated = baseline_io.pool_results(runs["base"], names)
+    files.save_result(calibrated, out / "baseline.json")
+    hog = None
+    if runs["hog"]:
+        hog = baseline_io.pool_results(runs["hog"], [f"hog-{i}" for i in range(args.hog)])
+        files.save_result(hog, out / "baseline-hog.json")
     settings = gate.settings_from_args(args)
-    figures = judge_all(runs, pairs(args.aa, args.inj), settings, args.check)
+    figures = judge_all(runs, calibrated, hog, settings, args.check)
     fp = baseline_io.fingerprint(runs["aa"][0])
     meta = {
         "grid": args.grid,
-        "threads": args.threads or os.environ.get("OMP_NUM_THREADS") or "torch default",
+        "threads": args.threads,
+        "n_calib": args.calib,
         "n_aa": args.aa,
         "n_inj": args.inj,
+        "n_hog": args.hog,
+        "hog_procs": args.hog_procs,
         "check": args.check,
         "machine": f"{fp['cpu_model']}, {os.cpu_count()} cores, torch {fp['torch']}",
         "settings": f"alpha={settings.alpha}, time={settings.thresholds.base['time']}, "
-        f"peak_memory_mb={settings.thresholds.base['peak_memory_mb']}, "
-        f"basis={settings.time_basis}, control_tolerance="
-        + (f"{settings.control_tolerance:.0%}" if settings.control_tolerance else "by kind"),
+        f"spread_k={settings.spread_k:g}, peak_memory_mb="
+        f"{settings.thresholds.base['peak_memory_mb']}",
         "when": time.strftime("%Y-%m-%d"),
         # other work on the machine during the runs: the 1-minute load average after each run
         "load_average": [min(loads), statistics.median(loads), max(loads)] if loads else None,
-        "spread": spread(runs["aa"]),
     }
     report = {"figures": figures, **meta}
     files.atomic_write_text(out / "gate_quality.json", json.dumps(report, indent=2) + "\n")
