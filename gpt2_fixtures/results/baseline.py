@@ -208,9 +208,12 @@ def _pool_entry(entries: Sequence[Mapping[str, Any]], label: str) -> dict[str, A
     return {**first, "stats": _stats(data), "extra_info": info}
 
 
-def pool_results(docs: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> dict[str, Any]:
+def pool_results(
+    docs: Sequence[Mapping[str, Any]], labels: Sequence[str], calibrate: bool = True
+) -> dict[str, Any]:
     """One calibrated baseline from results of the same grid made by separate processes: the
-    rounds pooled, and per benchmark the between-process spread of every metric."""
+    rounds pooled (with every per-round list of extra_info), and per benchmark the
+    between-process spread of every metric (``calibrate=False``: the pooled rounds only)."""
     names = [{b["fullname"] for b in d["benchmarks"]} for d in docs]
     for doc, label, have in zip(docs, labels, names, strict=True):
         check_environment(docs[0], doc)
@@ -222,16 +225,14 @@ def pool_results(docs: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> di
     for doc in docs:
         for bench in doc["benchmarks"]:
             by_name.setdefault(bench["fullname"], []).append(bench)
-    pooled = {
-        **docs[0],
-        "benchmarks": [_pool_entry(v, labels[0]) for v in by_name.values()],
-        samples.CALIBRATION_KEY: {
+    pooled = {**docs[0], "benchmarks": [_pool_entry(v, labels[0]) for v in by_name.values()]}
+    if calibrate:
+        pooled[samples.CALIBRATION_KEY] = {
             "processes": len(docs),
             "spread": "sample std over processes of each process's median of rounds (its "
             "extra_info value where no rounds), as a fraction of their mean",
             "benchmarks": {f: _spreads(v) for f, v in by_name.items()},
-        },
-    }
+        }
     failed = [c for d in docs for c in files.failed_cases(d)]
     if failed:
         raise UnusableInput(
