@@ -151,7 +151,9 @@ def detection(
         hit = {r.benchmark for r in result.regressions if r.metric in metrics}
         caught += len(names & hit)
         total += len(names)
-        missed += [f"run {j} {name}" for name in sorted(names - hit)]
+        why = {r.benchmark: f"{r.metric} {r.verdict} {_fmt(r.change)} {r.note}".rstrip()
+               for r in result.rows if r.metric in metrics}  # fmt: skip
+        missed += [f"run {j} {name}: {why.get(name, '-')}" for name in sorted(names - hit)]
     return {
         "comparisons": len(runs),
         "benchmark_comparisons": total,
@@ -243,6 +245,10 @@ def markdown(figures: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
             )
     lines += ["", "Every non-pass row of the A/A comparisons against the calibrated baseline:", ""]
     lines += [f"- {line}" for line in figures["aa_calibrated"]["not_pass"]] or ["- none"]
+    for key, label in LABELS.items():
+        if figures.get(key, {}).get("missed"):
+            lines += ["", f"Missed, {label} (the last judged row of the metric):", ""]
+            lines += [f"- {line}" for line in figures[key]["missed"]]
     return "\n".join(lines) + "\n"
 
 
