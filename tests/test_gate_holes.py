@@ -179,11 +179,13 @@ def test_4_one_round_never_decides_time() -> None:
 # --- 5. TTFT / TPOT / decode judged on their own per-round samples --------------------------------
 
 
-def generate_bench(rng: np.random.Generator, ttft_ms: float, speed: float = 1.0) -> dict[str, Any]:
+def generate_bench(
+    rng: np.random.Generator, ttft_ms: float, speed: float = 1.0, tpot_ms: float = 2.9
+) -> dict[str, Any]:
     """A generate call of ~100 ms: TTFT is a tenth of it, the rest 31 decode steps."""
     entry = bench("test_generate[a]", 0.0, rng, speed=speed)
     ttft = [t * speed for t in lognormal(ttft_ms, 0.03, ROUNDS, rng)]
-    tpot = [t * speed for t in lognormal(2.9, 0.03, ROUNDS, rng)]
+    tpot = [t * speed for t in lognormal(tpot_ms, 0.03, ROUNDS, rng)]
     data = [(a + 31 * b) / 1e3 for a, b in zip(ttft, tpot, strict=True)]
     entry["stats"].update(data=data, median=float(np.median(data)), mean=float(np.mean(data)))
     entry["stats"]["stddev"] = float(np.std(data, ddof=1))

@@ -1,0 +1,116 @@
+"""Calibrated baselines, exit-code policy and the verdict JSON (contract 2); no timing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_gate_holes import bench, doc, generate_bench, write
+
+from gpt2_fixtures import cli
+from gpt2_fixtures.results import baseline as bl
+from gpt2_fixtures.results import files, gate
+
+
+def test_pooled_baseline_concatenates_rounds_and_per_round_lists(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    runs = [doc(generate_bench(rng, ttft_ms=10.0)) for _ in range(3)]
+    pooled = bl.pool_results(runs, ["r1", "r2", "r3"])
+    (entry,) = pooled["benchmarks"]
+    assert entry["stats"]["rounds"] == len(entry["stats"]["data"]) == 60
+    for key in ("control_round_s", "ttft_round_ms", "tpot_round_ms"):
+        assert len(entry["extra_info"][key]) == 60
+    spreads = pooled["gpt2_calibration"]["benchmarks"][entry["fullname"]]
+    assert {"time", "time/control", "ttft_ms", "ttft_ms/control", "tpot_ms/control"} <= set(spreads)
+    assert all(0 <= v < 0.2 for v in spreads.values())
+    files.validate_result(pooled, "pooled")  # a valid pytest-benchmark document
+    plain = bl.pool_results(runs, ["r1", "r2", "r3"], calibrate=False)
+    assert "gpt2_calibration" not in plain
+
+
+def test_pooling_refuses_different_grids_and_failed_cases(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(2)
+    a = write(tmp_path / "a.json", doc(bench("t[a]", 0.01, rng), bench("t[b]", 0.01, rng)))
+    b = write(tmp_path / "b.json", doc(bench("t[a]", 0.01, rng)))
+    out = tmp_path / "base.json"
+    assert cli.main(["baseline", a, b, str(out)]) == 2
+    assert "t[b] is not in every result" in capsys.readouterr().err
+    failed = {"failed": [{"name": "t[c]", "fullname": "x::t[c]", "kind": "oom", "reason": "oom"}]}
+    c = write(tmp_path / "c.json", doc(bench("t[a]", 0.01, rng), gpt2_bench=failed))
+    d = write(tmp_path / "d.json", doc(bench("t[a]", 0.01, rng)))
+    assert cli.main(["baseline", c, d, str(out)]) == 2
+    assert "t[c] failed in a run" in capsys.readouterr().err
+    assert not out.exists()
+    other = write(tmp_path / "e.json", doc(bench("t[a]", 0.01, rng), device_name="cpu-y"))
+    assert cli.main(["baseline", d, other, str(out)]) == 2
+    assert "device differs" in capsys.readouterr().err
+    assert cli.main(["baseline", str(out)]) == 2  # an output alone
+
+
+def test_uncalibrated_baseline_says_so_and_calibrated_thresholds_show_why() -> None:
+    rng = np.random.default_rng(3)
+    single = doc(bench("t[a]", 0.01, rng))
+    result = gate.compare(single, doc(bench("t[a]", 0.01, rng)))
+    assert any("uncalibrated" in n for n in result.notes)
+    assert [r.threshold for r in result.rows if r.metric == "time/control"] == ["10%"]
+    # three processes whose steps differ by 8%: the threshold grows past the configured 10%
+    runs = [doc(bench("t[a]", 0.01 * f, rng)) for f in (0.92, 1.0, 1.08)]
+    calibrated = bl.pool_results(runs, ["1", "2", "3"])
+    (row,) = [r for r in gate.compare(calibrated, single).rows if r.metric == "time/control"]
+    assert row.threshold.endswith("between-process spread)")
+    assert float(row.threshold.split("%")[0]) > 20
+    markdown = gate.to_markdown(gate.compare(calibrated, single))
+    assert "between-process spread" in markdown and "| threshold |" in markdown
+
+
+def test_inconclusive_policy_and_exit_3(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    base = write(tmp_path / "b.json", doc(bench("t[a]", 0.01, rng, n=1)))
+    cur = write(tmp_path / "c.json", doc(bench("t[a]", 0.01, rng, n=1)))
+    assert cli.main(["compare", base, cur]) == 3
+    assert cli.main(["compare", base, cur, "--inconclusive", "pass"]) == 0
+    assert cli.main(["compare", base, cur, "--inconclusive", "fail"]) == 1
+    result = gate.compare(files.load_result(base), files.load_result(cur))
+    assert result.summary().startswith("gpt2 gate: NOT FULLY JUDGED:")
+    assert "PASS" not in result.summary()
+
+
+def test_verdict_json_follows_contract_2(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    base = doc(bench("t[a]", 0.01, rng), bench("t[b]", 0.01, rng, peak_memory_mb=100.0))
+    oom = {"name": "t[b]", "fullname": "benchmarks/test_x.py::t[b]", "kind": "oom",
+           "reason": "out of memory", "peak_memory_mb": 140.0}  # fmt: skip
+    cur = doc(bench("t[a]", 0.0125, rng), gpt2_bench={"failed": [oom], "not_selected": []})
+    result = gate.compare(base, cur)
+    out = tmp_path / "gate.json"
+    gate.write_outputs(result, None, str(out))
+    data: dict[str, Any] = json.loads(out.read_text())
+    assert data["verdict"] == "fail" and data["exit_code"] == 1
+    assert data["summary"] == result.summary()
+    assert {"rows", "new", "missing", "failed_cases", "notes", "settings"} <= set(data)
+    keys = {"benchmark", "metric", "unit", "baseline", "current", "change", "change_low",
+            "change_high", "p_value", "threshold", "verdict", "note"}  # fmt: skip
+    assert all(set(row) == keys for row in data["rows"])
+    (ratio,) = [r for r in data["rows"] if r["metric"] == "time/control"]
+    assert ratio["verdict"] == "REGRESSION"
+    assert ratio["change_low"] < ratio["change"] < ratio["change_high"]
+    assert data["failed_cases"] == [
+        {"benchmark": "t[b]", "reason": "out of memory (baseline peak 100 MB; 140 MB reached)"}
+    ]
+
+
+def test_decode_throughput_is_judged_on_per_round_tpot() -> None:
+    rng = np.random.default_rng(6)
+    base = doc(generate_bench(rng, ttft_ms=10.0))
+    cur = doc(generate_bench(rng, ttft_ms=10.0, tpot_ms=2.9 * 1.3))  # decode 30% slower
+    result = gate.compare(base, cur)
+    (rate,) = [r for r in result.rows if r.metric == "decode_tokens_per_s*control"]
+    assert rate.verdict == gate.REGRESSION and rate.change is not None and rate.change < -0.2
+    assert [r.verdict for r in result.rows if r.metric == "decode_tokens_per_s"] == [
+        gate.REGRESSION
+    ]
