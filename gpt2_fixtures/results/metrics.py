@@ -31,6 +31,8 @@ class Metric:
     rounds_rate: bool = False
     # the metric whose threshold applies (normalised rows share their raw metric's threshold)
     threshold_of: str | None = None
+    # the default threshold's absolute floor, in the metric's unit (memory: allocator granularity)
+    floor: float = 0.0
 
     @property
     def std_key(self) -> str:
@@ -53,10 +55,11 @@ EXTRA_METRICS: tuple[Metric, ...] = (
     Metric("mfu", "", False, True, "mean"),
     Metric("ttft_ms", "ms", True, True, "mean", "ttft_round_ms"),
     Metric("tpot_ms", "ms", True, True, "mean", "tpot_round_ms"),
-    Metric("peak_memory_mb", "MB", True, False, "effect"),
-    Metric("peak_reserved_mb", "MB", True, False, "effect"),
+    Metric("peak_memory_mb", "MB", True, False, "effect", floor=1.0),
+    # CUDA's caching allocator reserves in 2 MB blocks
+    Metric("peak_reserved_mb", "MB", True, False, "effect", floor=2.0),
     # the case's own footprint, independent of which cases ran before it (contract 5)
-    Metric("footprint_memory_mb", "MB", True, False, "effect"),
+    Metric("footprint_memory_mb", "MB", True, False, "effect", floor=1.0),
 )
 
 

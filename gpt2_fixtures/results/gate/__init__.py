@@ -45,7 +45,13 @@ from gpt2_fixtures.results.gate.model import (
     Thresholds,
     parse_threshold,
 )
-from gpt2_fixtures.results.gate.render import format_table, to_json, to_markdown, write_outputs
+from gpt2_fixtures.results.gate.render import (
+    check_output_paths,
+    format_table,
+    to_json,
+    to_markdown,
+    write_outputs,
+)
 from gpt2_fixtures.results.gate.samples import (
     control_kind,
     control_median,
@@ -86,6 +92,7 @@ __all__ = [
     "Thresholds",
     "add_compare_arguments",
     "add_gate_arguments",
+    "check_output_paths",
     "compare",
     "control_kind",
     "control_median",

@@ -46,19 +46,15 @@ class Threshold:
 # Defaults measured with tools/gate_quality.py (figures in docs/gate.md). Time-like metrics
 # share one threshold: between identical processes on a shared 2-core CPU the control-normalised
 # median moves by several percent, so smaller effects cannot be told from noise there. Memory is
-# tight; its floor keeps allocator granularity (CUDA reserves in 2 MB blocks) from being news.
-# A calibrated baseline raises a benchmark's threshold to k x its between-process spread.
+# tight; its floor (metrics.py) keeps allocator granularity from being news. A calibrated
+# baseline raises a benchmark's threshold to k x its between-process spread.
 TIME_REL = 0.10
+MEMORY_REL = 0.01
 DEFAULT_THRESHOLDS: dict[str, Threshold] = {
     # normalised rows (time/control, ttft_ms/control, ...) use their raw metric's threshold
-    **{
-        m.key: Threshold(TIME_REL)
-        for m in METRICS.values()
-        if m.test != "effect" and m.threshold_of is None
-    },
-    "peak_memory_mb": Threshold(0.01, 1.0),
-    "peak_reserved_mb": Threshold(0.01, 2.0),
-    "footprint_memory_mb": Threshold(0.01, 1.0),
+    m.key: Threshold(MEMORY_REL if m.test == "effect" else TIME_REL, m.floor)
+    for m in METRICS.values()
+    if m.threshold_of is None
 }
 
 
