@@ -45,11 +45,16 @@ def _threshold_arg(text: str) -> tuple[str | None, str, Threshold]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _alpha_arg(text: str) -> float:
+def _number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    return value
+
+
+def _alpha_arg(text: str) -> float:
+    value = _number(text)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
     return value
@@ -69,11 +74,8 @@ def _tolerance_arg(text: str) -> float:
 
 
 def _positive_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
+    value = _number(text)
+    if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
     return value
 
