@@ -218,7 +218,8 @@ def _compare_benchmark(pair: _Pair) -> tuple[list[Row], str]:
         if raw is None:
             continue
         if metric is TIME and not same_control:
-            raw = replace(raw, note=f"control workloads differ: {b_kind} vs {c_kind}")
+            differ = f"control workloads differ: {b_kind} vs {c_kind}"
+            raw = replace(raw, note="; ".join(filter(None, (differ, raw.note))))
         rows.append(raw)
         norm = _normalised_row(pair, metric) if use_ratio else None
         if norm is not None:
