@@ -18,7 +18,7 @@ Judged (default gate settings unless overridden):
 - detection per benchmark comparison: slow25 caught (a time REGRESSION row), slow10 caught in
   train and infer cases, mem5 caught in training cases, slow25 against the CPU-hog baseline.
 
-    python tools/gate_quality.py --out gate-quality                 # the full protocol (hours)
+    python tools/gate_quality.py --out gate-quality    # the full protocol: 21 processes, ~2 h here
     python tools/gate_quality.py --out gq --reuse                   # judge the saved runs again
     python tools/gate_quality.py --out gq --grid "benchmarks/test_inference.py ..." --aa 2 ...
 

@@ -240,7 +240,7 @@ def _row(pair: _Pair, metric: Metric, b: float | None, c: float | None, **kw: An
     note, p, low, high = kw.get("note", ""), kw.get("p"), kw.get("low"), kw.get("high")
     if b is None or c is None or kw.get("verdict") in (NA, INCONCLUSIVE):
         verdict = kw.get("verdict") or NA
-        change = None if b is None or c is None else (c - b) / abs(b)
+        change = None if b is None or c is None or not b else (c - b) / abs(b)
         return Row(
             pair.name, metric.key, metric.unit, b, c, change, low, high, p, str(thr), verdict, note
         )
