@@ -114,3 +114,16 @@ def test_decode_throughput_is_judged_on_per_round_tpot() -> None:
     assert [r.verdict for r in result.rows if r.metric == "decode_tokens_per_s"] == [
         gate.REGRESSION
     ]
+
+
+def test_ratio_rows_show_plain_ratios() -> None:
+    rng = np.random.default_rng(7)
+    base, cur = generate_bench(rng, ttft_ms=10.0), generate_bench(rng, ttft_ms=10.0)
+    result = gate.compare(doc(base), doc(cur))
+    (ratio,) = [r for r in result.rows if r.metric == "time/control"]
+    assert ratio.baseline == pytest.approx(float(np.median(gate.control_ratios(base) or [])))
+    (ttft,) = [r for r in result.rows if r.metric == "ttft_ms/control"]
+    control = base["extra_info"]["control_round_s"]
+    ttft_ms = base["extra_info"]["ttft_round_ms"]
+    per_round = [t / 1e3 / c for t, c in zip(ttft_ms, control, strict=True)]
+    assert ttft.baseline == pytest.approx(float(np.median(per_round)))

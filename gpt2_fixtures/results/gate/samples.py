@@ -74,8 +74,8 @@ def normalised_rounds(bench: Mapping[str, Any], metric: Metric) -> list[float] |
     values, control = metric_rounds(bench, metric), control_rounds(bench)
     if values is None or control is None:
         return None
-    if metric.higher_is_worse:
-        return [v / c for v, c in zip(values, control, strict=True)]
+    if metric.higher_is_worse:  # a time in ms over the control's seconds: a plain ratio
+        return [v / 1e3 / c for v, c in zip(values, control, strict=True)]
     return [v * c for v, c in zip(values, control, strict=True)]
 
 
