@@ -156,12 +156,12 @@ def test_4_three_rounds_over_25_benchmarks_still_catch_a_50_percent_slowdown() -
     base = doc(*(bench(n, 0.02, rng, n=3, sigma=0.01) for n in names))
     cur = doc(*(bench(n, 0.03, rng, n=3, sigma=0.01) for n in names))
     result = gate.compare(base, cur)
-    assert gate.min_rounds_p(3, 3) > 0.01 / 25  # Mann-Whitney alone could never fail this
+    assert result.exit_code == 1
     ratio_verdicts = [r.verdict for r in rows_of(result, "time/control")]
     assert ratio_verdicts.count(gate.REGRESSION) >= 22  # the rest: inconclusive, never pass
     assert set(ratio_verdicts) <= {gate.REGRESSION, gate.INCONCLUSIVE}
     assert "Welch t-test on log rounds" in rows_of(result, "time/control")[0].note
-    assert result.exit_code == 1
+    assert gate.min_rounds_p(3, 3) > 0.01 / 25  # Mann-Whitney alone could never fail this
 
 
 def test_4_one_round_never_decides_time() -> None:
@@ -206,13 +206,13 @@ def test_5_a_30_percent_ttft_regression_fails_when_the_call_moves_3_percent() ->
     base = doc(generate_bench(rng, ttft_ms=10.0))
     cur = doc(generate_bench(rng, ttft_ms=13.0))
     result = gate.compare(base, cur)
+    assert result.exit_code == 1
     (ratio,) = rows_of(result, "time/control")
     assert ratio.verdict == gate.PASS and abs(ratio.change or 0) < 0.06
     (ttft,) = rows_of(result, "ttft_ms/control")
     assert ttft.verdict == gate.REGRESSION
     assert [r.verdict for r in rows_of(result, "ttft_ms")] == [gate.REGRESSION]
     assert [r.verdict for r in rows_of(result, "tpot_ms/control")] == [gate.PASS]
-    assert result.exit_code == 1
     # a whole machine 1.4x slower moves raw TTFT, not its ratio to the control: drift
     slower = gate.compare(base, doc(generate_bench(rng, ttft_ms=10.0, speed=1.4)))
     assert [r.verdict for r in rows_of(slower, "ttft_ms")] == [gate.DRIFT]
