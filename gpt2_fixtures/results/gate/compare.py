@@ -189,7 +189,8 @@ def _calibration_notes(baseline: Result) -> list[str]:
         ]
     return [
         f"baseline calibrated from {section.get('processes')} processes: threshold per "
-        "benchmark = max(the configured effect, k x its between-process spread)"
+        "benchmark = max(the configured effect, k x its between-process spread x "
+        "sqrt(1 + 1/processes))"
     ]
 
 
