@@ -661,7 +661,10 @@ def test_main_keeps_its_runs_builds_a_calibrated_baseline_and_shows_history(
     assert _step(gpu, "merge", "Save as the main baseline")["with"]["path"] == "gpu-baseline.json"
 
 
-def test_keep_step_drops_the_oldest_and_pools_the_newest(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("before", "kept_numbers"), [(5, (3, 4, 5, 6)), (0, (6,)), (1, (1, 6))])
+def test_keep_step_drops_the_oldest_and_pools_the_newest(
+    tmp_path: Path, before: int, kept_numbers: tuple[int, ...]
+) -> None:
     """The keep step's script, run with a fake gpt2-bench: the newest N stay, the newest K pool."""
     script = _step(_load(GPU), "merge", "Keep the last N main runs")["run"]
     bindir = tmp_path / "bin"
@@ -673,7 +676,7 @@ def test_keep_step_drops_the_oldest_and_pools_the_newest(tmp_path: Path) -> None
     fake.chmod(0o755)
     runs = tmp_path / "history-runs"
     runs.mkdir()
-    for number in range(1, 6):
+    for number in range(1, before + 1):
         (runs / f"run-{number:08d}-1-aaaa.json").write_text("{}", encoding="utf-8")
     (tmp_path / "gpu-results.json").write_text("{}", encoding="utf-8")
     env = {
@@ -694,9 +697,8 @@ def test_keep_step_drops_the_oldest_and_pools_the_newest(tmp_path: Path) -> None
     )
     assert proc.returncode == 0, proc.stderr
     kept = sorted(p.name for p in runs.iterdir())
-    assert kept == [
-        f"run-{n:08d}-1-{'aaaa' if n < 6 else '0123456789ab'}.json" for n in (3, 4, 5, 6)
-    ]
+    expected = [f"run-{n:08d}-1-{'aaaa' if n < 6 else '0123456789ab'}.json" for n in kept_numbers]
+    assert kept == expected
     args = (tmp_path / "baseline-args").read_text(encoding="utf-8").split()
     assert args[0] == "baseline" and args[-1] == "gpu-baseline.json"
     assert [Path(a).name for a in args[1:-1]] == kept[-3:]
