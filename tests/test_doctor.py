@@ -193,6 +193,15 @@ def test_recipes_list_what_runs_and_why_the_rest_does_not() -> None:
     assert doctor_checks.recipes({"flash2-bf16": "needs CUDA"}).status == "fail"
 
 
+def test_a_moved_bench_module_is_a_warning_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    def moved(device: str, ids: Sequence[str]) -> dict[str, str | None]:
+        raise ImportError("cannot import name 'skip_reason'")
+
+    monkeypatch.setattr(doctor_facts, "recipe_reasons", moved)
+    check = doctor._recipes("cpu")
+    assert check.status == "warn" and "skip_reason" in check.found
+
+
 def test_recipe_reasons_are_the_suites_own_skip_decisions() -> None:
     reasons = doctor_facts.recipe_reasons("cpu", ["sdpa-fp32", "flash2", "int8", "sdpa-bf16"])
     assert reasons["sdpa-fp32"] is None and reasons["sdpa-int8"] is None

@@ -65,7 +65,7 @@ def gather_checks(requested: str) -> tuple[list[Check], dict[str, Any]]:
         rows += [checks.bf16(t, facts.cpu_flags()), checks.tf32(t), checks.mig(g)]
         rows += [checks.package(name, t, why, fix) for name, why, fix in PACKAGES]
         rows.append(checks.compiler(t, facts.cpp_compiler(), facts.python_headers()))
-        rows.append(checks.recipes(facts.recipe_reasons(device, facts.default_recipes(device))))
+        rows.append(_recipes(device))
     if wants_cuda:
         rows += [
             checks.gpu_processes(g),
@@ -76,6 +76,16 @@ def gather_checks(requested: str) -> tuple[list[Check], dict[str, Any]]:
     rows += [checks.cpu_load(c), checks.governor(c), checks.threads(t, c)]
     rows.append(checks.allocator(c, _malloc_mode(), wants_cuda))
     return rows, {"device": device, "torch": _plain(t), "gpu": _plain(g), "cpu": _plain(c)}
+
+
+def _recipes(device: str) -> Check:
+    """The suite's own skip decisions; a bench module that moved is a warning, not a crash."""
+    try:
+        reasons = facts.recipe_reasons(device, facts.default_recipes(device))
+    except (ImportError, AttributeError, KeyError, TypeError) as err:
+        found = f"could not ask the suite which recipes run ({type(err).__name__}: {err})"
+        return Check("recipes", "warn", found, "report this: doctor and bench disagree")
+    return checks.recipes(reasons)
 
 
 def _malloc_mode() -> str:
