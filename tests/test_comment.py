@@ -135,11 +135,18 @@ def test_chart_line_draws_interval_estimate_axis_and_threshold() -> None:
     assert row is not None
     line = comment.chart_line(row, scale=0.40)
     half = comment.CHART_WIDTH // 2
-    assert len(line) == comment.CHART_WIDTH and line[half] == "│"
+    assert len(line) == comment.CHART_WIDTH and line[half] == "│"  # the interval is all > 0
     assert line.count("┆") == 2
     estimate = line.index("●")
     assert estimate > half  # slower is to the right
     assert line[estimate - 1] == "━" and line[estimate + 1] == "━"
+
+
+def test_marks_stay_visible_where_the_interval_crosses_them() -> None:
+    row = comment._row(_row(change=0.05, change_low=-0.02, change_high=0.12))
+    assert row is not None
+    line = comment.chart_line(row, scale=0.20)
+    assert line[comment.CHART_WIDTH // 2] == "┿" and "╪" in line and "●" in line
 
 
 def test_lower_throughput_is_drawn_on_the_worse_side() -> None:

@@ -9,7 +9,7 @@ missing optional keys (`summary`, `change_low`, `change_high`, ...) are tolerate
 The charts are plain Unicode text in a code block, so they render in a comment, a job summary and
 a terminal alike: one line per benchmark, the change with its interval on a common axis where
 right is always worse (slower, hungrier, less throughput), `│` at no change and `┆` at the
-threshold.
+threshold (`┿` and `╪` where the interval crosses them).
 """
 
 from __future__ import annotations
@@ -231,15 +231,20 @@ def _cell(x: float, scale: float) -> int:
 def chart_line(r: Row, scale: float) -> str:
     """One forest-plot row: interval ━, estimate ●, no change │, threshold ┆; right is worse."""
     cells = [" "] * CHART_WIDTH
-    threshold = _threshold_fraction(r.threshold)
-    if threshold is not None and threshold <= scale:
-        cells[_cell(-threshold, scale)] = cells[_cell(threshold, scale)] = "┆"
-    cells[CHART_WIDTH // 2] = "│"
     sign = r.worse_sign
     if r.low is not None and r.high is not None:
         ends = sorted((sign * r.low, sign * r.high))
         for i in range(_cell(ends[0], scale), _cell(ends[1], scale) + 1):
             cells[i] = "━"
+    # the reference marks stay visible where the interval crosses them: ┿ and ╪ over ━
+    threshold = _threshold_fraction(r.threshold)
+    marks = []
+    if threshold is not None and threshold <= scale:
+        marks += [(-threshold, "┆", "╪"), (threshold, "┆", "╪")]
+    marks.append((0.0, "│", "┿"))  # last: no change wins a cell it shares with a tiny threshold
+    for x, plain, crossed in marks:
+        i = _cell(x, scale)
+        cells[i] = crossed if cells[i] == "━" else plain
     if r.change is not None:
         worse = sign * r.change
         out_of_range = abs(worse) > scale
