@@ -6,7 +6,7 @@
 #   tools/gpu_acceptance.sh --device cpu --gpt2-model tiny   # the dry run that CI runs
 #
 # Steps: gpt2-bench doctor; the grid (train, infer, generate, distill over every recipe the
-# machine can run, B8xT512 on CUDA); a real CUDA out-of-memory case (a batch that cannot fit)
+# machine can run, B8xT512 on CUDA); a real CUDA out-of-memory case (B144xT1024, eager fp32)
 # followed by a case that must still run; a 1-rank torchrun job (NCCL on CUDA, gloo on CPU). The
 # twin control is the default, so every grid case times it. Files go to $OUT when it is set
 # (else a new temporary folder, printed at the end). Exit 0 when every invariant holds.
@@ -65,10 +65,12 @@ run_step grid "${budget[1]}" python -m pytest benchmarks "${common[@]}" -m "not 
   "${sizes[@]}" "${rounds[@]}" --benchmark-json "$out/grid.json"
 
 if [ "$device" != cpu ]; then
-  # 65536 x 128 tokens: the logits alone need 800+ GB. The case must be recorded as out of
-  # memory and the b1 case after it must still run in the same process.
+  # B144 x T1024 (the embedded corpus gives 147 such blocks), eager fp32: the attention scores
+  # alone need about 7 GB per layer and copy, the fp32 logits and their gradient 60 GB, over
+  # 300 GB in all. The case must be recorded as out of memory and the b1 case after it must
+  # still run in the same process.
   run_step oom "${budget[2]}" python -m pytest benchmarks/test_training.py "${common[@]}" \
-    --gpt2-optimizations sdpa-bf16 --gpt2-batch-sizes 65536,1 --gpt2-seq-lens 128 \
+    --gpt2-optimizations eager-fp32 --gpt2-batch-sizes 144,1 --gpt2-seq-lens 1024 \
     --gpt2-rounds 2 --gpt2-warmup 1 --benchmark-json "$out/oom.json"
 fi
 

@@ -23,7 +23,7 @@ from typing import Any
 PASS, FAIL, NA = "PASS", "FAIL", "n/a"
 PHASES = ("train", "infer", "generate", "distill")
 FUSED_KERNELS = ("flash", "efficient", "cudnn")  # not "math": SDPA's unfused fallback
-OOM_BATCH = "b65536"  # tools/gpu_acceptance.sh's batch that cannot fit
+OOM_BATCH = "-b144-"  # tools/gpu_acceptance.sh's batch that cannot fit
 Row = tuple[str, str, str]
 
 
