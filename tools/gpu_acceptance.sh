@@ -66,8 +66,8 @@ run_step grid "${budget[1]}" python -m pytest benchmarks "${common[@]}" -m "not 
 
 if [ "$device" != cpu ]; then
   # B144 x T1024 (the embedded corpus gives 147 such blocks), eager fp32: the attention scores
-  # alone need about 7 GB per layer and copy, the fp32 logits and their gradient 60 GB, over
-  # 300 GB in all. The case must be recorded as out of memory and the b1 case after it must
+  # alone need about 7 GB per layer and copy, the fp32 logits and their gradient 60 GB, well
+  # over 200 GB in all. The case must be recorded as out of memory and the b1 case after it must
   # still run in the same process.
   run_step oom "${budget[2]}" python -m pytest benchmarks/test_training.py "${common[@]}" \
     --gpt2-optimizations eager-fp32 --gpt2-batch-sizes 144,1 --gpt2-seq-lens 1024 \
