@@ -47,6 +47,18 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
         "add_arguments",
         "run",
     ),
+    "doctor": (
+        "check whether this machine is fit to benchmark on: one table of ok/warn/fail checks",
+        "gpt2_fixtures.bench.doctor",
+        "add_doctor_arguments",
+        "run_doctor",
+    ),
+    "comment": (
+        "render a gate verdict JSON as one pull-request comment in Markdown (exit 2 on bad input)",
+        "gpt2_fixtures.results.comment",
+        "add_comment_arguments",
+        "run_comment",
+    ),
 }
 
 
