@@ -249,8 +249,14 @@ def _metric_columns(cases: Sequence[CaseResult]) -> list[tuple[Column, Cell]]:
         for m in EXTRA_METRICS
         if _has(cases, m.key)
     ]
-    cols.append((Column(f"speedup vs {REFERENCE_RECIPE}"), lambda c, s: fmt_ratio(s[c.key])))
+    cols.append((Column(f"speedup vs {REFERENCE_RECIPE}"), _speedup_cell))
     return cols
+
+
+def _speedup_cell(case: CaseResult, ups: Mapping[str, Ratio | None]) -> str:
+    if case.optimization == REFERENCE_RECIPE and ups[case.key] is not None:
+        return "1.00x (reference)"  # itself: an interval around 1x would only be noise
+    return fmt_ratio(ups[case.key])
 
 
 def phase_table(phase: str, cases: Sequence[CaseResult]) -> Table:
