@@ -63,10 +63,9 @@ def _new_figure(
 
 def _save(fig: Figure, path: Path, title: str, cases: Sequence[CaseResult]) -> Path:
     """Title the figure with the phase's model and device, wrapped to the figure's width."""
-    place = where(cases)
-    text = f"{title} [{place}]" if place else title
     chars = max(30, int(fig.get_figwidth() * 11))  # about 11 characters per inch at 12 pt
-    fig.suptitle(textwrap.fill(text, chars), fontsize=12)
+    lines = [title, where(cases)]
+    fig.suptitle("\n".join(textwrap.fill(line, chars) for line in lines if line), fontsize=12)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
@@ -147,7 +146,16 @@ def _heatmap(
             i, j = batches.index(c.batch_size), seqs.index(c.seq_len)
             colour = _cell_colour(r, norm)
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, color=colour))
-            ax.text(j, i, _ratio_text(r), ha="center", va="center", fontsize=8)
+            dark = bool(r.significant) and abs(float(norm(r.value)) - 0.5) > 0.35
+            ax.text(
+                j,
+                i,
+                _ratio_text(r),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if dark else "black",
+            )
         ax.set_xticks(range(len(seqs)), [str(s) for s in seqs])
         ax.set_yticks(range(len(batches)), [str(b) for b in batches])
         ax.set_xlabel(_length_label(phase))
@@ -290,8 +298,15 @@ def _finish_line_axes(
     ax.set_xticks(xs, [str(x) for x in xs])
     ax.set_xlabel(labels[0])
     ax.set_ylabel(labels[1])
-    # No forced zero: a 1-3% difference between recipes must stay visible.
+    # No forced zero, so that a 1-3% difference between recipes stays visible; but at least a
+    # span of 5% of the values, so that a 0.01% one does not look like a slope.
     ax.margins(x=0.08, y=0.12)
+    low, high = ax.get_ylim()
+    span = 0.05 * max(abs(low), abs(high))
+    if high - low < span:
+        middle = (low + high) / 2
+        ax.set_ylim(middle - span / 2, middle + span / 2)
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
@@ -312,7 +327,7 @@ def plot_memory(
     fig = _line_panels(cases, "seq_len", "batch_size", metric, labels, _length_label(phase)[:-9])
     if fig is None:
         return None
-    title = f"{phase}: {what} ({meaning}), {MEMORY_NOTE} (error bars: std)"
+    title = f"{phase}: {what} ({meaning}; error bars: std), {MEMORY_NOTE}"
     return _save(fig, path, title, cases)
 
 
@@ -364,7 +379,7 @@ def plot_generation(cases: Sequence[CaseResult], path: Path) -> Path | None:
         ax.set_ylabel(what)
         ax.set_title(what.split(" (")[0] + " (lower is better; error bars: std)", fontsize=10)
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside, not over
     title = "generate: prefill latency (TTFT) and decode latency per token (TPOT)"
     return _save(fig, path, title, cases)
 
