@@ -634,3 +634,14 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.strip() == f"gpt2-bench {gpt2_fixtures.__version__}"
+
+
+def test_without_rounds_the_interval_comes_from_mean_std_and_rounds() -> None:
+    """The plugin's summary before contract 15 passed no stats.data: still an interval."""
+    entries = [bench("eager-fp32", 1, 64, 1.0), bench("sdpa-fp32", 1, 64, 0.5)]
+    for entry in entries:
+        del entry["stats"]["data"]
+    cases = report.cases_from_benchmarks(entries)
+    r = report.speedup_ratios(cases)[cases[1].key]
+    assert r is not None and r.low is not None and r.high is not None
+    assert r.low < 2.0 < r.high and r.significant
