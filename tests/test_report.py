@@ -645,3 +645,13 @@ def test_without_rounds_the_interval_comes_from_mean_std_and_rounds() -> None:
     r = report.speedup_ratios(cases)[cases[1].key]
     assert r is not None and r.low is not None and r.high is not None
     assert r.low < 2.0 < r.high and r.significant
+
+
+def test_throughput_title_says_what_the_figure_is_from(tmp_path: Path, captured: Captured) -> None:
+    entries = [bench("eager-fp32", 1, s, 0.1) for s in (64, 128)]
+    report.plot_throughput("train", report.cases_from_benchmarks(entries), tmp_path / "a.png")
+    assert "per-round rates" in captured.title("a.png")
+    for e in entries:
+        e["extra_info"]["tokens_per_s_mean"] = 1.0  # written by 0.3.0 beside the median figure
+    report.plot_throughput("train", report.cases_from_benchmarks(entries), tmp_path / "b.png")
+    assert "the median round time" in captured.title("b.png")

@@ -94,7 +94,8 @@ def render_report(
     lines += [
         "",
         "Times are the median over the timed rounds ± their standard deviation; throughput is "
-        "the batch's samples (or tokens) divided by the median time; speedup is the median time "
+        "the batch's samples (or tokens) divided by the median time (files before 0.3.0: the "
+        "mean of per-round rates); speedup is the median time "
         f"of {REFERENCE_RECIPE} divided by the recipe's, for the same phase, model, batch size "
         "and length, with a 95% interval from the per-round times. Memory is "
         f"{MEMORY_NOTE}.",

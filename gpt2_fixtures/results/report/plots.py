@@ -54,7 +54,9 @@ def _new_figure(
 
     ncols = min(n_panels, n_cols)
     nrows = math.ceil(n_panels / ncols)
-    fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
+    # At least 7 inches wide, so that a one-panel figure's title needs no more than three lines.
+    width = max(7.0, panel_size[0] * ncols)
+    fig = Figure(figsize=(width, panel_size[1] * nrows), layout="constrained")
     fig.subplots(nrows, ncols, squeeze=False)
     for ax in fig.axes[n_panels:]:
         ax.set_visible(False)
@@ -217,8 +219,11 @@ def plot_speedup_bars(phase: str, cases: Sequence[CaseResult], path: Path) -> Pa
     low = [r.value - (r.low if r.low is not None else r.value) for r in ratios if r]
     high = [(r.high if r.high is not None else r.value) - r.value for r in ratios if r]
     colours = [_bar_colour(r) for r in ratios if r]
-    bars = ax.bar(range(len(shown)), values, color=colours, yerr=[low, high], capsize=5)
-    ax.bar_label(bars, labels=[_ratio_text(r).replace("\n", " ") for r in ratios if r], fontsize=8)
+    ax.bar(range(len(shown)), values, color=colours, yerr=[low, high], capsize=5)
+    labels = [_ratio_text(r).replace("\n", " ") for r in ratios if r]
+    _labels_above(
+        ax, list(range(len(shown))), [v + h for v, h in zip(values, high, strict=True)], labels
+    )
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(shown)), [series_label(c.series) for c in shown], fontsize=9)
     c0 = shown[0]
@@ -231,6 +236,16 @@ def plot_speedup_bars(phase: str, cases: Sequence[CaseResult], path: Path) -> Pa
     ax.margins(y=0.25)
     title = f"{phase}: speedup vs {REFERENCE_RECIPE} (median step time)"
     return _save(fig, path, title, cases)
+
+
+def _labels_above(
+    ax: Axes, xs: Sequence[float], tops: Sequence[float], labels: Sequence[str]
+) -> None:
+    """Value labels above the error bars (bar_label would put them on the error bar's cap)."""
+    for x, top, label in zip(xs, tops, labels, strict=True):
+        ax.annotate(
+            label, (x, top), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7
+        )
 
 
 def _bar_colour(r: Ratio) -> str:
@@ -339,7 +354,9 @@ def plot_throughput(phase: str, cases: Sequence[CaseResult], path: Path) -> Path
     fig = _line_panels(cases, "batch_size", "seq_len", "tokens_per_s", labels, "batch size")
     if fig is None:
         return None
-    title = f"{phase}: throughput from the median round time (error bars: std over rounds)"
+    # 0.3.0 results keep the old mean of per-round rates as tokens_per_s_mean (contract 6).
+    basis = "the median round time" if _has(cases, "tokens_per_s_mean") else "per-round rates"
+    title = f"{phase}: throughput from {basis} (error bars: std over rounds)"
     return _save(fig, path, title, cases)
 
 
@@ -364,21 +381,21 @@ def plot_generation(cases: Sequence[CaseResult], path: Path) -> Path | None:
             xs = [j + (i - (len(recipes) - 1) / 2) * width for j in range(len(shapes))]
             found = [by_shape.get(shape) for shape in shapes]
             values = [c.metric(key) if c else None for c in found]
+            heights = [v or 0.0 for v in values]
             errs = [(c.metric(f"{key}_std") or 0.0) if c else 0.0 for c in found]
-            bars = ax.bar(
-                xs,
-                [v or 0.0 for v in values],
-                width,
-                yerr=errs,
-                capsize=3,
-                label=series_label(recipe),
-            )
-            ax.bar_label(bars, labels=[fmt_number(v) for v in values], fontsize=7, padding=2)
+            # A latency is never negative: the lower bar stops at 0 when the std is larger.
+            yerr = [[min(e, h) for e, h in zip(errs, heights, strict=True)], errs]
+            ax.bar(xs, heights, width, yerr=yerr, capsize=3, label=series_label(recipe))
+            tops = [h + e for h, e in zip(heights, errs, strict=True)]
+            _labels_above(ax, xs, tops, [fmt_number(v) for v in values])
         ax.set_xticks(range(len(shapes)), [f"b{b} s{s}" for b, s in shapes])
         ax.set_xlabel("batch size (b, samples) and prompt length (s, tokens)")
         ax.set_ylabel(what)
-        ax.set_title(what.split(" (")[0] + " (lower is better; error bars: std)", fontsize=10)
+        ax.set_title(
+            what.split(" (")[0] + " (lower is better; error bars: std, cut at 0)", fontsize=10
+        )
         ax.grid(True, axis="y", alpha=0.3)
+        ax.margins(y=0.1)  # room for the labels above the tallest error bar
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside, not over
     title = "generate: prefill latency (TTFT) and decode latency per token (TPOT)"
     return _save(fig, path, title, cases)
