@@ -276,8 +276,11 @@ def _line_panels(
     if not panels or not _has(cases, metric):
         return None
     fig = _new_figure(len(panels))
+    series = _series(cases)
+    # A grid of one x value: recipes side by side (dodged), not drawn on top of each other.
+    single = len(_sorted_values(getattr(c, x_attr) for c in cases)) == 1
     for ax, panel in zip(fig.axes, panels, strict=False):
-        for n, recipe in enumerate(_series(cases)):
+        for n, recipe in enumerate(series):
             points = sorted(
                 (getattr(c, x_attr), c.metric(metric), c.metric(f"{metric}_std"))
                 for c in cases
@@ -288,6 +291,8 @@ def _line_panels(
             )
             if points:
                 xs, ys, errs = zip(*points, strict=True)
+                if single:
+                    xs = tuple(x * (1 + 0.05 * (n - (len(series) - 1) / 2)) for x in xs)
                 yerr = [e or 0.0 for e in errs] if any(errs) else None
                 # Marker and dash vary too, so that recipes with equal values stay visible.
                 marker, dash = "os^vDP*X"[n % 8], ("-", "--", ":", "-.")[n % 4]
