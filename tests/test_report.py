@@ -565,14 +565,15 @@ def test_footprint_memory_is_plotted_when_present(tmp_path: Path) -> None:
 
 def test_baseline_from_another_machine_gets_a_note(tmp_path: Path) -> None:
     def doc(cpu: str, threads: int) -> dict[str, Any]:
-        gpt2 = {"device": "cpu", "cpu_model": cpu, "cpu_threads": threads}
+        gpt2 = {"device": "cpu", "device_name": cpu, "cpu_model": cpu, "cpu_threads": threads}
         return {"machine_info": {"gpt2": gpt2}, "benchmarks": [bench("eager-fp32", 1, 8, 0.1)]}
 
     here = _write_json(tmp_path / "now.json", doc("AMD EPYC", 2))
     there = _write_json(tmp_path / "base.json", doc("Intel Xeon", 1))
     files = report.write_report([here], tmp_path / "r", baseline_path=there)
     md = files.report.read_text()
-    assert "different machine" in md and "cpu_model Intel Xeon -> AMD EPYC" in md
+    assert "different machine" in md and "device_name Intel Xeon -> AMD EPYC" in md
+    assert md.count("Intel Xeon -> AMD EPYC") == 1  # device_name repeats the CPU model on CPU
     assert "cpu_threads 1 -> 2" in md
     files = report.write_report([here], tmp_path / "r", baseline_path=here)
     assert "different machine" not in files.report.read_text()

@@ -73,7 +73,10 @@ def machine_note(results: Mapping[str, Any], baseline: Mapping[str, Any]) -> str
     differ = [k for k in _MACHINE_KEYS if k in now and k in then and now[k] != then[k]]
     if not differ:
         return ""
-    facts = ", ".join(f"{k} {then[k]} -> {now[k]}" for k in differ)
+    # On CPU the device name is the CPU model: say each change once.
+    pairs = dict.fromkeys((then[k], now[k]) for k in differ)
+    names = {pair: next(k for k in differ if (then[k], now[k]) == pair) for pair in pairs}
+    facts = ", ".join(f"{names[pair]} {pair[0]} -> {pair[1]}" for pair in pairs)
     return (
         f"**Note: the baseline ran on a different machine ({facts}).** The changes below mix "
         "the code's effect with the machine's; compare runs of one machine (or use "
@@ -103,7 +106,7 @@ def render_report(
     ]
     warning = noise_warning(cases)
     if warning:
-        lines += [warning.replace("warning:", "**Warning:**", 1), ""]
+        lines += [warning.strip().replace("warning:", "**Warning:**", 1), ""]
     if baseline_doc is not None and (note := machine_note(results, baseline_doc)):
         lines += [note, ""]
     for phase in phases_in(cases):
