@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from gpt2_fixtures import __version__
+
 # name -> (help, module, function adding the arguments, function running it and returning the
 # exit status)
 SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
@@ -36,7 +38,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
         "run_baseline",
     ),
     "merge": (
-        "join the result files of --gpt2-shard runs into one (exit 2 on unusable input)",
+        "join the result files of --gpt2-shard runs into one",
         "gpt2_fixtures.results.merge",
         "add_merge_arguments",
         "run_merge",
@@ -65,6 +67,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     """The parser; only the module of the subcommand named in ``argv`` is imported."""
     parser = argparse.ArgumentParser(prog="gpt2-bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"gpt2-bench {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, module_name, add_name, run_name) in SUBCOMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)

@@ -84,6 +84,31 @@ def test_pool_results_concatenates_rounds_and_control() -> None:
     assert ab.pool_results(docs)["benchmarks"][0]["extra_info"]["control_round_s"] is None
 
 
+def test_pool_results_pools_every_judged_metric() -> None:
+    """Issue 17 (10): mfu, achieved_tflops and peak_reserved_mb came from the first run only."""
+    from gpt2_fixtures.results.metrics import EXTRA_METRICS
+
+    def entry(data: list[float], scale: float) -> dict:
+        info: dict = {key.key: 10.0 * scale for key in EXTRA_METRICS}
+        info["ttft_round_ms"] = [5.0 * scale] * len(data)
+        return {
+            "name": "t",
+            "fullname": "f::t",
+            "stats": {"data": data, "rounds": len(data), "median": 0.0, "mean": 0.0},
+            "extra_info": info,
+        }
+
+    docs = [{"benchmarks": [entry([1.0, 2.0], 1.0)]}, {"benchmarks": [entry([3.0, 4.0], 2.0)]}]
+    info = ab.pool_results(docs)["benchmarks"][0]["extra_info"]
+    for metric in EXTRA_METRICS:
+        assert info[metric.key] == pytest.approx(15.0), metric.key
+        assert f"{metric.key}_std" not in info  # no run recorded a std: none is made up
+    assert info["ttft_round_ms"] == [5.0, 5.0, 10.0, 10.0]
+    del docs[1]["benchmarks"][0]["extra_info"]["mfu"]
+    info = ab.pool_results(docs)["benchmarks"][0]["extra_info"]
+    assert info["mfu"] is None  # not the first run's value standing for both
+
+
 @pytest.mark.slow
 def test_ab_runs_the_base_commit_and_the_working_tree(tmp_path: Path) -> None:
     repo = make_repo(

@@ -15,10 +15,12 @@ from gpt2_fixtures.results.files import UnusableInput
 from gpt2_fixtures.results.merge import add_merge_arguments, merge_results, run_merge
 
 
-def _merge(*argv: str | Path) -> int:
+def _merge(out: str | Path, *inputs: str | Path, force: bool = False) -> int:
+    """`gpt2-bench merge -o OUT [--force] INPUTS...`"""
     parser = argparse.ArgumentParser()
     add_merge_arguments(parser)
-    return run_merge(parser.parse_args([str(a) for a in argv]))
+    argv = ["-o", str(out), *(["--force"] if force else []), *(str(a) for a in inputs)]
+    return run_merge(parser.parse_args(argv))
 
 
 def _bench(name: str) -> dict[str, Any]:
@@ -144,7 +146,7 @@ def test_run_merge_missing_file_and_device_mismatch_exit_2(
 def test_failed_merge_keeps_previous_output(tmp_path: Path) -> None:
     out = _write(tmp_path / "merged.json", {"previous": True})
     a = _write(tmp_path / "a.json", _result("cpu", "t[a]"))
-    assert _merge(out, a, a) == 2  # duplicate benchmark
+    assert _merge(out, a, a, force=True) == 2  # duplicate benchmark
     assert json.loads(out.read_text(encoding="utf-8")) == {"previous": True}
 
 
@@ -158,7 +160,7 @@ def test_failed_write_keeps_previous_output_and_leaves_no_temp_file(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(files.os, "replace", broken_replace)
-    assert _merge(out, a) == 2
+    assert _merge(out, a, force=True) == 2
     assert "cannot write" in capsys.readouterr().err
     assert json.loads(out.read_text(encoding="utf-8")) == {"previous": True}
     assert sorted(os.listdir(tmp_path)) == ["a.json", "merged.json"]
@@ -178,3 +180,101 @@ def test_merge_needs_at_least_one_input(capsys: pytest.CaptureFixture[str]) -> N
         _merge("out.json")
     assert info.value.code == 2
     assert "inputs" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 17 (9): the output is named, and an existing file is not replaced by accident
+
+
+def test_two_positional_files_are_both_inputs_and_need_an_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`gpt2-bench merge a.json b.json` used to overwrite a.json with b.json's cases."""
+    a = _write(tmp_path / "a.json", _result("cpu", "t[a]", "t[b]"))
+    b = _write(tmp_path / "b.json", _result("cpu", "t[c]"))
+    before = a.read_text(encoding="utf-8")
+    parser = argparse.ArgumentParser()
+    add_merge_arguments(parser)
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args([str(a), str(b)])
+    assert info.value.code == 2 and "-o" in capsys.readouterr().err
+    assert a.read_text(encoding="utf-8") == before
+
+
+def test_existing_output_is_kept_unless_remerged_or_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = _write(tmp_path / "a.json", _result("cpu", "t[a]", "t[b]"))
+    b = _write(tmp_path / "b.json", _result("cpu", "t[c]"))
+    before = a.read_text(encoding="utf-8")
+    assert _merge(a, b) == 2  # the output is an existing result, not a merge of b
+    err = capsys.readouterr().err
+    assert "exists" in err and "--force" in err and len(err.strip().splitlines()) == 1
+    assert a.read_text(encoding="utf-8") == before
+    out = tmp_path / "merged.json"
+    assert _merge(out, a, b) == 0
+    assert _merge(out, a, b) == 0  # the same inputs again: replacing is what was asked
+    assert _merge(out, b) == 2  # other inputs: refused
+    assert len(json.loads(out.read_text(encoding="utf-8"))["benchmarks"]) == 3
+    assert _merge(out, b, force=True) == 0
+    assert len(json.loads(out.read_text(encoding="utf-8"))["benchmarks"]) == 1
+
+
+def test_remerge_is_recognised_from_another_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "shards").mkdir()
+    a = _write(tmp_path / "shards" / "1.json", _result("cpu", "t[a]"))
+    out = tmp_path / "merged.json"
+    assert _merge(out, a) == 0
+    assert json.loads(out.read_text(encoding="utf-8"))["merged_from"] == ["shards/1.json"]
+    monkeypatch.chdir(tmp_path / "shards")
+    assert _merge("../merged.json", "1.json") == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Contract 1: the gpt2_bench section of the shards
+
+
+def _section(failed: list[str], not_selected: list[str]) -> dict[str, Any]:
+    return {
+        "version": "0.3.0",
+        "failed": [
+            {"name": n.split("::")[-1], "fullname": n, "kind": "error", "reason": "boom"}
+            for n in failed
+        ],
+        "not_selected": not_selected,
+    }
+
+
+def test_gpt2_bench_section_is_merged() -> None:
+    t = "benchmarks/test_training.py::"
+    first = _result("cpu", "test_train[a]")
+    second = _result("cpu", "test_train[b]")
+    # Shard 1 ran a, failed f1, deselected b, c, d; shard 2 ran b, failed f2, deselected a, c, f1.
+    first["gpt2_bench"] = _section([t + "f1"], [t + "test_train[b]", t + "c", t + "d"])
+    second["gpt2_bench"] = _section([t + "f2"], [t + "test_train[a]", t + "c", t + "f1"])
+    merged = merge_results([("1.json", first), ("2.json", second)])
+    section = merged["gpt2_bench"]
+    assert [f["fullname"] for f in section["failed"]] == [t + "f1", t + "f2"]
+    assert section["not_selected"] == [t + "c"]  # d was selected (and passed or failed) by 2
+    assert section["version"] == "0.3.0"
+
+
+def test_files_without_the_section_merge_without_one() -> None:
+    merged = merge_results([("1.json", _result("cpu", "t[a]")), ("2.json", _result("cpu", "t[b]"))])
+    assert "gpt2_bench" not in merged
+
+
+def test_scaling_efficiency_is_filled_without_torch() -> None:
+    """Contract 12: the arithmetic lives in results/scaling.py."""
+    from gpt2_fixtures.results import merge, scaling
+
+    assert merge.fill_scaling_efficiency is scaling.fill_scaling_efficiency
+    infos = [
+        {"strategy": "ddp", "world_size": w, "tokens_per_s": t, "scaling_efficiency": None}
+        for w, t in ((1, 1000.0), (2, 1600.0))
+    ]
+    benches = [{"extra_info": i} for i in infos]
+    assert scaling.fill_scaling_efficiency(benches) == 2
+    assert [i["scaling_efficiency"] for i in infos] == [1.0, 0.8]

@@ -9,7 +9,11 @@ written into tests/data) cover what that file lacks: generation columns and exac
 from __future__ import annotations
 
 import json
+import math
 import re
+import statistics
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +51,10 @@ def bench(
         "memory_kind": "cpu_rss",
         **extra,
     }
-    stats = {"median": median, "mean": median, "stddev": median / 10, "rounds": 3}
-    stats["data"] = [median] * 3
+    # Five rounds 2% apart: enough for a rounds-based interval, tight enough to be significant.
+    data = [median * f for f in (0.96, 0.98, 1.0, 1.02, 1.04)]
+    stats = {"median": median, "mean": median, "stddev": statistics.stdev(data), "rounds": 5}
+    stats["data"] = data
     return {
         "name": name,
         "fullname": f"benchmarks/x.py::{name}",
@@ -208,8 +214,10 @@ def test_console_summary_has_one_table_per_phase() -> None:
     ]
     text = report.console_summary(entries)
     assert text.index("train (tiny, cpu)") < text.index("infer (tiny, cpu)")
-    sdpa = next(line for line in text.splitlines() if line.startswith("sdpa-fp32"))
-    assert sdpa.split()[-2:] == ["12.3%", "4.00x"]  # MFU column, speedup column
+    train = report.build_tables(report.cases_from_benchmarks(entries))[0]
+    sdpa = dict(zip([c.header for c in train.columns], train.rows[1], strict=True))
+    assert sdpa["MFU"] == "12.3%"
+    assert sdpa["speedup vs eager-fp32"].startswith("4.00x [")
     assert "MFU" not in text.split("infer (tiny, cpu)")[1]  # only where some case has it
     assert report.console_summary([]) == ""
 
@@ -222,9 +230,9 @@ def test_generation_columns_appear_for_generate_phase() -> None:
     for entry in entries:
         entry["extra_info"]["decode_tokens_per_s"] = 1000.0 / entry["extra_info"]["tpot_ms"]
     table = report.build_tables(report.cases_from_benchmarks(entries))[0]
-    headers = [c.header for c in table.columns]
-    assert headers[-4:] == ["TTFT ms", "TPOT ms", "decode tok/s", "speedup vs eager-fp32"]
-    assert table.rows[1][-4:] == ["10.0", "2.50", "400", "2.00x"]
+    cells = dict(zip([c.header for c in table.columns], table.rows[1], strict=True))
+    assert [cells[h] for h in ("TTFT ms", "TPOT ms", "decode tok/s")] == ["10.0", "2.50", "400"]
+    assert cells["speedup vs eager-fp32"].startswith("2.00x [")
 
 
 def test_baseline_table_reports_new_and_vanished_cases() -> None:
@@ -236,7 +244,8 @@ def test_baseline_table_reports_new_and_vanished_cases() -> None:
     )
     table = report.baseline_table("train", now, base)
     rows = {row[0]: row for row in table.rows}
-    assert rows["eager-fp32"][3:6] == ["400", "440", "+10.0%"]
+    assert rows["eager-fp32"][3:5] == ["400", "440"]
+    assert rows["eager-fp32"][5].startswith("+10.0% [")
     assert rows["sdpa-bf16"][3] == "not in baseline"
     assert "test_train[sdpa-fp32-b8-s128]" in table.note
 
@@ -263,7 +272,7 @@ def test_report_has_a_row_per_benchmark(tiny_report: report.ReportFiles) -> None
         section = md.split(f"## {info['phase']}\n")[1].split("\n## ")[0]
         assert section.count(row) == 2, row
     assert "| eager-fp32 |" in md and "1.00x" in md
-    assert "+0.0%" in md  # compared with itself: no change
+    assert "+0.0% [" in md and "n.s." in md  # compared with itself: no significant change
     assert "- torch: `" in md
 
 
@@ -273,6 +282,10 @@ def test_report_plots_are_valid_pngs_and_embedded(tiny_report: report.ReportFile
     expected = {
         f"{kind}_{phase}.png" for kind in ("speedup", "memory", "throughput") for phase in phases
     }
+    if any(
+        "footprint_memory_mb" in e["extra_info"] for e in json.loads(DATA.read_text())["benchmarks"]
+    ):
+        expected |= {f"footprint_{phase}.png" for phase in phases}
     assert "generate" in phases  # the file has every phase a plain `pytest benchmarks` runs
     expected.add("generation_latency.png")
     assert {p.name for p in tiny_report.plots} == expected
@@ -314,8 +327,332 @@ def test_report_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 def test_not_a_results_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"x": 1}')
-    with pytest.raises(ValueError, match="not a pytest-benchmark results file"):
-        report.load_results(bad)
+    assert not hasattr(report, "load_results")  # one loader: results.files.load_result
     assert cli.main(["report", str(bad), "--out", str(tmp_path / "r")]) == 2
     assert cli.main(["report", str(tmp_path / "missing.json"), "--out", str(tmp_path)]) == 2
-    assert "not a pytest-benchmark results file" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not a pytest-benchmark result" in err and "no such file" in err
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 17 (6): noise shown where a number is shown
+
+
+def noisy(opt: str, median: float, spread: float, **kw: Any) -> dict[str, Any]:
+    """A case whose 15 rounds spread by a factor exp(±spread) around ``median``."""
+    entry = bench(opt, 1, 64, median, **kw)
+    data = [median * math.exp(spread * ((i % 5) - 2) / 2) for i in range(15)]
+    entry["stats"].update(
+        data=data, rounds=15, stddev=statistics.stdev(data), mean=statistics.fmean(data)
+    )
+    return entry
+
+
+def test_speedup_interval_comes_from_the_rounds() -> None:
+    # Reference rounds 0.9..1.1 s, recipe rounds 0.45..0.55 s: about 2x, clearly significant.
+    quick = report.cases_from_benchmarks(
+        [noisy("eager-fp32", 1.0, 0.2), noisy("sdpa-fp32", 0.5, 0.2)]
+    )
+    r = report.speedup_ratios(quick)[quick[1].key]
+    assert r is not None and r.low is not None and r.high is not None
+    assert r.low < 2.0 < r.high and r.low > 1.5 and r.significant
+    # The same medians with rounds that spread by a factor of 4.5: the interval holds 1x.
+    loud = report.cases_from_benchmarks(
+        [noisy("eager-fp32", 1.0, 1.5), noisy("sdpa-fp32", 0.8, 1.5)]
+    )
+    r = report.speedup_ratios(loud)[loud[1].key]
+    assert r is not None and r.significant is False
+    assert report.fmt_ratio(r).endswith(report.NOT_SIGNIFICANT)
+
+
+def test_rounds_interval_needs_enough_rounds() -> None:
+    assert report.rounds_interval([1.0, 1.1], [1.0, 1.2]) is None
+    low, high = report.rounds_interval([2.0, 2.1, 1.9, 2.05, 1.95], [1.0, 1.05, 0.95, 1.0, 1.02])
+    assert low < 2.0 < high
+
+
+def test_console_summary_marks_not_significant_and_warns_on_noise() -> None:
+    # Under load a 1.25x slower recipe, its rounds spread by a factor of 4.5: not shown as fact.
+    text = report.console_summary([noisy("eager-fp32", 1.0, 1.5), noisy("sdpa-fp32", 1.25, 1.5)])
+    sdpa = next(line for line in text.splitlines() if line.startswith("sdpa-fp32"))
+    assert sdpa.endswith("n.s.") and "0.80x [" in sdpa
+    assert "warning: 2 of 2 cases vary by more than 10%" in text
+    assert "--gpt2-threads 1" in text
+    quiet = report.console_summary([noisy("eager-fp32", 1.0, 0.02), noisy("sdpa-fp32", 0.5, 0.02)])
+    assert "warning" not in quiet
+    sdpa = next(line for line in quiet.splitlines() if line.startswith("sdpa-fp32"))
+    assert sdpa.endswith("2.00x [1.98, 2.02]")
+    assert "1.00x (reference)" in quiet
+
+
+def test_baseline_change_carries_its_interval() -> None:
+    base = report.cases_from_benchmarks([noisy("sdpa-fp32", 1.0, 0.02)])
+    now = report.cases_from_benchmarks([noisy("sdpa-fp32", 1.1, 0.02)])
+    row = report.baseline_table("train", now, base).rows[0]
+    assert row[5].startswith("+10.0% [") and not row[5].endswith("n.s.")
+    same = report.baseline_table("train", base, base).rows[0]
+    assert same[5].startswith("+0.0% [") and same[5].endswith("n.s.")
+
+
+class Captured:
+    """The figures the plot functions save, kept for inspection."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.figures: dict[str, Any] = {}
+        original = report.plots._save
+
+        def save(fig: Any, path: Path, title: str, cases: Any) -> Path:
+            self.figures[path.name] = fig
+            return original(fig, path, title, cases)
+
+        monkeypatch.setattr(report.plots, "_save", save)
+
+    def texts(self, name: str) -> list[str]:
+        fig = self.figures[name]
+        return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+    def title(self, name: str) -> str:
+        return str(self.figures[name].get_suptitle())
+
+
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> Captured:
+    return Captured(monkeypatch)
+
+
+def test_heatmap_cell_not_significant_is_neutral(tmp_path: Path, captured: Captured) -> None:
+    entries = [
+        noisy("eager-fp32", 1.0, 1.5),
+        noisy("sdpa-fp32", 1.25, 1.5),
+        bench("eager-fp32", 4, 64, 1.0),
+        bench("sdpa-fp32", 4, 64, 0.5),
+    ]
+    cases = report.cases_from_benchmarks(entries)
+    assert report.plot_speedup_heatmap("train", cases, tmp_path / "s.png") is not None
+    texts = captured.texts("s.png")
+    assert any(t.startswith("0.80x") and t.endswith("n.s.") for t in texts)
+    assert any(t.startswith("2.00x") and "n.s." not in t for t in texts)
+    fig = captured.figures["s.png"]
+    colours = {tuple(round(c, 3) for c in p.get_facecolor()) for p in fig.axes[0].patches}
+    neutral = tuple(round(c, 3) for c in matplotlib_rgba(report.plots.NEUTRAL))
+    assert neutral in colours and len(colours) == 2  # one grey cell, one coloured
+
+
+def matplotlib_rgba(colour: str) -> tuple[float, ...]:
+    from matplotlib.colors import to_rgba
+
+    return to_rgba(colour)
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 17 (7): plots a reviewer can read
+
+
+def _title_fits(fig: Any) -> bool:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    box = fig._suptitle.get_window_extent(renderer)
+    return box.x0 >= 0 and box.x1 <= fig.bbox.width
+
+
+def test_every_plot_names_model_and_device_and_fits_its_title(
+    tmp_path: Path, captured: Captured
+) -> None:
+    entries = [
+        bench(o, b, s, 0.1 * b * s / 64)
+        for o in ("eager-fp32", "sdpa-fp32")
+        for b in (1, 4)
+        for s in (64, 128)
+    ]
+    for e in entries:
+        e["extra_info"]["device_name"] = "Intel(R) Xeon(R) Processor"
+    report.write_plots(report.cases_from_benchmarks(entries[:1]), tmp_path)  # one panel each
+    report.write_plots(report.cases_from_benchmarks(entries), tmp_path / "all")
+    assert captured.figures
+    for name, fig in captured.figures.items():
+        title = captured.title(name)
+        assert "tiny" in title and "cpu (Intel(R) Xeon(R) Processor)" in title.replace("\n", " ")
+        assert _title_fits(fig), name
+
+
+def test_memory_plot_says_when_memory_is_read(tmp_path: Path, captured: Captured) -> None:
+    cases = report.cases_from_benchmarks([bench("eager-fp32", b, 64, 0.1) for b in (1, 4)])
+    report.plot_memory("train", cases, tmp_path / "m.png")
+    title = captured.title("m.png").replace("\n", " ")
+    assert "during the measured rounds" not in title
+    assert "settled untimed steps after the timed rounds" in title
+
+
+def test_line_plots_do_not_hide_small_differences(tmp_path: Path, captured: Captured) -> None:
+    entries = [bench(o, b, 64, 0.1) for o in ("eager-fp32", "sdpa-fp32") for b in (1, 4)]
+    for e, mb in zip(entries, (1000.0, 1010.0, 1020.0, 1030.0), strict=True):
+        e["extra_info"]["peak_memory_mb"] = mb  # differences of 1-3%
+    report.plot_memory("train", report.cases_from_benchmarks(entries), tmp_path / "m.png")
+    bottom, top = captured.figures["m.png"].axes[0].get_ylim()
+    assert bottom > 900 and top < 1100
+
+
+def test_generate_heatmap_axis_is_the_prompt_and_n_is_explained(
+    tmp_path: Path, captured: Captured
+) -> None:
+    gen = {"phase": "generate", "function": "test_generate", "tail": "-n32", "new_tokens": 32}
+    entries = [
+        bench(o, b, s, 0.1 * b, **gen)
+        for o in ("eager-fp32", "sdpa-fp32")
+        for b in (1, 4)
+        for s in (32, 64)
+    ]
+    report.plot_speedup_heatmap(
+        "generate", report.cases_from_benchmarks(entries), tmp_path / "g.png"
+    )
+    ax = captured.figures["g.png"].axes[0]
+    assert ax.get_xlabel() == "prompt length (tokens)"
+    assert "32 new tokens" in ax.get_title() and "n32" not in ax.get_title()
+
+
+def test_single_shape_speedup_is_a_bar_chart(tmp_path: Path, captured: Captured) -> None:
+    cases = report.cases_from_benchmarks(
+        [
+            bench(o, 1, 32, m, "distill", "test_distill")
+            for o, m in (("eager-fp32", 1.0), ("sdpa-fp32", 0.5))
+        ]
+    )
+    assert report.plot_speedup_heatmap("distill", cases, tmp_path / "d.png") is not None
+    ax = captured.figures["d.png"].axes[0]
+    assert not ax.images  # no 1x1 heatmap
+    assert len(ax.patches) == 1 and ax.containers  # one bar, with its interval
+    assert "2.00x" in " ".join(t.get_text() for t in ax.texts)
+
+
+def test_generation_bars_have_error_bars(tmp_path: Path, captured: Captured) -> None:
+    entries = [
+        bench(
+            o,
+            1,
+            64,
+            0.1,
+            "generate",
+            "test_generate",
+            ttft_ms=9.0,
+            ttft_ms_std=1.5,
+            tpot_ms=2.0,
+            tpot_ms_std=0.2,
+        )
+        for o in ("eager-fp32", "sdpa-fp32")
+    ]
+    report.plot_generation(report.cases_from_benchmarks(entries), tmp_path / "gen.png")
+    for ax in captured.figures["gen.png"].axes:
+        bars = [c for c in ax.containers if hasattr(c, "errorbar")]
+        assert bars and all(c.errorbar is not None for c in bars)
+        (segments,) = bars[0].errorbar.lines[2]
+        assert segments.get_segments()[0][1][1] > segments.get_segments()[0][0][1]
+
+
+def test_footprint_memory_is_plotted_when_present(tmp_path: Path) -> None:
+    entries = [bench("eager-fp32", b, 64, 0.1, footprint_memory_mb=50.0 * b) for b in (1, 4)]
+    plots = report.write_plots(report.cases_from_benchmarks(entries), tmp_path)
+    assert "footprint_train.png" in {p.path.name for p in plots["train"]}
+    png_ok(tmp_path / "footprint_train.png")
+    assert "footprint_train.png" not in {
+        p.path.name
+        for p in report.write_plots(
+            report.cases_from_benchmarks([bench("eager-fp32", 1, 64, 0.1)]), tmp_path / "x"
+        )["train"]
+    }
+
+
+def test_baseline_from_another_machine_gets_a_note(tmp_path: Path) -> None:
+    def doc(cpu: str, threads: int) -> dict[str, Any]:
+        gpt2 = {"device": "cpu", "device_name": cpu, "cpu_model": cpu, "cpu_threads": threads}
+        return {"machine_info": {"gpt2": gpt2}, "benchmarks": [bench("eager-fp32", 1, 8, 0.1)]}
+
+    here = _write_json(tmp_path / "now.json", doc("AMD EPYC", 2))
+    there = _write_json(tmp_path / "base.json", doc("Intel Xeon", 1))
+    files = report.write_report([here], tmp_path / "r", baseline_path=there)
+    md = files.report.read_text()
+    assert "different machine" in md and "device_name Intel Xeon -> AMD EPYC" in md
+    assert md.count("Intel Xeon -> AMD EPYC") == 1  # device_name repeats the CPU model on CPU
+    assert "cpu_threads 1 -> 2" in md
+    files = report.write_report([here], tmp_path / "r", baseline_path=here)
+    assert "different machine" not in files.report.read_text()
+
+
+def _write_json(path: Path, doc: Any) -> Path:
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 17 (11-13): bad input, no torch, repository hygiene
+
+
+def test_truncated_file_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cut = tmp_path / "cut.json"
+    cut.write_text(DATA.read_text()[:500])
+    assert cli.main(["report", str(cut), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gpt2-bench report: error:") and "not valid JSON" in err
+    assert "truncated?" in err and len(err.strip().splitlines()) == 1
+    assert "JSONDecodeError" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["merge", "compare", "baseline", "report"])
+def test_result_commands_do_not_import_torch(tmp_path: Path, command: str) -> None:
+    data = str(DATA)
+    argv = {
+        "merge": ["merge", "-o", str(tmp_path / "m.json"), data],
+        "compare": ["compare", data, data],
+        "baseline": ["baseline", data, str(tmp_path / "b.json")],
+        "report": ["report", data, "--out", str(tmp_path / "r")],
+    }[command]
+    code = (
+        "import sys\nfrom gpt2_fixtures import cli\n"
+        f"status = cli.main({argv!r})\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', status)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.stdout.strip().splitlines()[-1].startswith("NO-TORCH"), proc.stdout + proc.stderr
+
+
+def test_run_outputs_are_ignored_by_git() -> None:
+    root = Path(__file__).parent.parent
+    paths = ["results.json", ".benchmarks/Linux/0001.json", "histogram.svg", "report/h.svg"]
+    proc = subprocess.run(
+        ["git", "check-ignore", *paths], cwd=root, capture_output=True, text=True, check=False
+    )
+    assert proc.stdout.split() == paths
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import gpt2_fixtures
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"gpt2-bench {gpt2_fixtures.__version__}"
+
+
+def test_without_rounds_the_interval_comes_from_mean_std_and_rounds() -> None:
+    """The plugin's summary before contract 15 passed no stats.data: still an interval."""
+    entries = [bench("eager-fp32", 1, 64, 1.0), bench("sdpa-fp32", 1, 64, 0.5)]
+    for entry in entries:
+        del entry["stats"]["data"]
+    cases = report.cases_from_benchmarks(entries)
+    r = report.speedup_ratios(cases)[cases[1].key]
+    assert r is not None and r.low is not None and r.high is not None
+    assert r.low < 2.0 < r.high and r.significant
+
+
+def test_throughput_title_says_what_the_figure_is_from(tmp_path: Path, captured: Captured) -> None:
+    entries = [bench("eager-fp32", 1, s, 0.1) for s in (64, 128)]
+    report.plot_throughput("train", report.cases_from_benchmarks(entries), tmp_path / "a.png")
+    assert "per-round rates" in captured.title("a.png")
+    for e in entries:
+        e["extra_info"]["tokens_per_s_mean"] = 1.0  # written by 0.3.0 beside the median figure
+    report.plot_throughput("train", report.cases_from_benchmarks(entries), tmp_path / "b.png")
+    assert "the median round time" in captured.title("b.png")

@@ -92,6 +92,21 @@ def test_table_config_and_summary_from_results() -> None:
     )
 
 
+def test_metric_columns_come_from_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15: a judged metric is one row in results/metrics.py, not a copy here."""
+    from gpt2_fixtures.results.metrics import EXTRA_METRICS
+
+    keys = [m.key for m in EXTRA_METRICS]
+    assert [c for c in tracking.TABLE_COLUMNS if c in keys] == keys
+    assert "peak_reserved_mb" in tracking.TABLE_COLUMNS  # was missing from the old copy
+    results = json.loads(DATA.read_text())
+    cases = report.cases_from_benchmarks(results["benchmarks"])
+    row = dict(zip(tracking.TABLE_COLUMNS, tracking.table_rows(cases)[4], strict=True))
+    low, high = row["speedup_vs_eager-fp32_low"], row["speedup_vs_eager-fp32_high"]
+    assert low is not None and high is not None
+    assert low <= row["speedup_vs_eager-fp32"] <= high  # the speedup with its interval
+
+
 def test_disabled_mode_logs_nothing_without_importing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "disabled")
     outcome = tracking.log_results({"benchmarks": []}, tracking.WandbOptions())
@@ -185,7 +200,7 @@ def test_without_flag_wandb_is_never_imported(
 ) -> None:
     result = run_plugin(pytester, monkeypatch)
     assert result.ret == pytest.ExitCode.OK
-    result.stdout.fnmatch_lines(["*gpt2-bench summary*", "eager-fp32 * 1 * 8 *1.00x"])
+    result.stdout.fnmatch_lines(["*gpt2-bench summary*", "eager-fp32 * 1 * 8 *1.00x (reference)"])
     assert (pytester.path / "wandb_imported.txt").read_text() == "False"
     assert not (pytester.path / "wandb").exists()
 

@@ -22,22 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from gpt2_fixtures.results import files, gate
+from gpt2_fixtures.results.metrics import EXTRA_METRICS, std_key
 
 
 class AbError(Exception):
     """The A/B run cannot go on; str() is one line that says why."""
-
-
-# extra_info keys holding a mean over rounds with a `<key>_std` beside it
-MEAN_KEYS = (
-    "samples_per_s",
-    "tokens_per_s",
-    "decode_tokens_per_s",
-    "tokens_per_s_per_rank",
-    "ttft_ms",
-    "tpot_ms",
-    "peak_memory_mb",
-)
 
 
 # --- git ----------------------------------------------------------------------------------------
@@ -147,25 +136,45 @@ def _pool_entry(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     data = [x for e in entries for x in e["stats"].get("data") or []]
     if not data:
         raise AbError(f"{first['name']}: no per-round samples to pool")
-    info = dict(first.get("extra_info") or {})
-    controls: list[list[float]] = []
-    for e in entries:
-        control = (e.get("extra_info") or {}).get("control_round_s")
-        if isinstance(control, list) and len(control) == len(e["stats"].get("data") or []):
-            controls.append(control)
-    # the control is pooled only when every run has it aligned with its rounds
-    pooled_control = [x for c in controls for x in c]
-    info["control_round_s"] = pooled_control if len(controls) == len(entries) else None
-    for key in MEAN_KEYS:
-        parts = []
-        for e in entries:
-            ei = e.get("extra_info") or {}
-            if isinstance(ei.get(key), int | float):
-                std = ei.get(f"{key}_std")
-                parts.append((float(ei[key]), float(std or 0.0), int(e["stats"]["rounds"])))
-        if len(parts) == len(entries) and parts:
-            info[key], info[f"{key}_std"] = _pooled_mean_std(parts)
+    infos = [dict(e.get("extra_info") or {}) for e in entries]
+    rounds = [len(e["stats"].get("data") or []) for e in entries]
+    info = dict(infos[0])
+    info.update(_pooled_round_lists(infos, rounds))
+    for metric in EXTRA_METRICS:  # every metric the gate judges, from the one registry
+        info.update(_pooled_metric(metric.key, std_key(metric), infos, rounds))
     return {**first, "stats": _stats(data), "extra_info": info}
+
+
+def _pooled_round_lists(infos: Sequence[Mapping[str, Any]], rounds: Sequence[int]) -> dict:
+    """Per-round lists (``control_round_s``, ``ttft_round_ms`` ...) concatenated in run order; a
+    list is pooled only when every run has it aligned with its rounds, else it becomes None."""
+    keys = {k for info in infos for k, v in info.items() if isinstance(v, list)}
+    out: dict[str, Any] = {}
+    for key in sorted(keys):
+        parts = [info.get(key) for info in infos]
+        aligned = all(
+            isinstance(p, list) and len(p) == n for p, n in zip(parts, rounds, strict=True)
+        )
+        out[key] = [x for p in parts for x in p] if aligned else None  # type: ignore[union-attr]
+    return out
+
+
+def _pooled_metric(
+    key: str, std: str, infos: Sequence[Mapping[str, Any]], rounds: Sequence[int]
+) -> dict[str, Any]:
+    """Mean (and std, when every run recorded one) over the union of the runs' rounds; nothing
+    when some run lacks the metric (the first run's value alone would pass for all of them)."""
+    values = [info.get(key) for info in infos]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return {key: None} if any(v is not None for v in values) else {}
+    stds = [info.get(std) for info in infos]
+    has_std = all(isinstance(s, int | float) for s in stds)
+    parts = [
+        (float(v), float(s) if has_std else 0.0, n)  # type: ignore[arg-type]
+        for v, s, n in zip(values, stds, rounds, strict=True)
+    ]
+    mean, pooled_std = _pooled_mean_std(parts)
+    return {key: mean, std: pooled_std} if has_std else {key: mean}
 
 
 def pool_results(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt2_fixtures.results import report
+from gpt2_fixtures.results.metrics import EXTRA_METRICS
 
 DEFAULT_PROJECT = "gpt2-bench"
 # Without network wandb.init retries for init_timeout seconds (90 by default); the benchmark
@@ -29,7 +30,10 @@ DEFAULT_PROJECT = "gpt2-bench"
 INIT_TIMEOUT_S = 20.0
 _LOCAL_MODES = ("offline", "dryrun", "disabled")
 
-# Table columns: (column name, how to read it from a report.CaseResult). Raw numbers, not text.
+SPEEDUP = f"speedup_vs_{report.REFERENCE_RECIPE}"
+# Judged metrics come from the one registry (results/metrics.py): a new row there is a new column.
+METRIC_COLUMNS: tuple[str, ...] = tuple(m.key for m in EXTRA_METRICS)
+# Table columns: raw numbers, not text; the speedup with its 95% interval.
 TABLE_COLUMNS: tuple[str, ...] = (
     "name",
     "phase",
@@ -41,18 +45,14 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "median_ms",
     "stddev_ms",
     "rounds",
-    "samples_per_s",
-    "tokens_per_s",
-    "peak_memory_mb",
     "memory_kind",
-    "mfu",
-    "ttft_ms",
-    "tpot_ms",
-    "decode_tokens_per_s",
-    f"speedup_vs_{report.REFERENCE_RECIPE}",
+    *METRIC_COLUMNS,
+    SPEEDUP,
+    f"{SPEEDUP}_low",
+    f"{SPEEDUP}_high",
 )
 RESULTS_FILE = "gpt2-bench-results.json"
-SUMMARY_METRICS = ("median_ms", "samples_per_s", "tokens_per_s", "peak_memory_mb", "mfu")
+SUMMARY_METRICS = ("median_ms", *METRIC_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class Outcome:
 # What is logged (plain data, testable without wandb)
 
 
-def case_row(case: report.CaseResult, speedup: float | None) -> list[Any]:
+def case_row(case: report.CaseResult, speedup: report.Ratio | None) -> list[Any]:
     values: dict[str, Any] = {
         "name": case.name,
         "phase": case.phase,
@@ -90,13 +90,15 @@ def case_row(case: report.CaseResult, speedup: float | None) -> list[Any]:
         "stddev_ms": case.stddev_s * 1e3,
         "rounds": case.rounds,
         "memory_kind": case.extra.get("memory_kind"),
-        f"speedup_vs_{report.REFERENCE_RECIPE}": speedup,
+        SPEEDUP: speedup.value if speedup else None,
+        f"{SPEEDUP}_low": speedup.low if speedup else None,
+        f"{SPEEDUP}_high": speedup.high if speedup else None,
     }
     return [values[col] if col in values else case.metric(col) for col in TABLE_COLUMNS]
 
 
 def table_rows(cases: Sequence[report.CaseResult]) -> list[list[Any]]:
-    ups = report.speedups(cases)
+    ups = report.speedup_ratios(cases)
     rows = []
     for phase in report.phases_in(cases):
         in_phase = report.sort_cases([c for c in cases if c.phase == phase])
