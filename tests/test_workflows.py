@@ -331,7 +331,7 @@ def test_gpu_grid_is_sharded_by_the_matrix(gpu: dict[str, Any]) -> None:
         "SHARD_COUNT": "${{ strategy.job-total }}",
     }
     assert '--gpt2-shard "$SHARD/$SHARD_COUNT"' in run["run"]
-    assert "gpt2-bench merge gpu-results.json shards/*.json" in _run_text(gpu)
+    assert "gpt2-bench merge -o gpu-results.json shards/*.json" in _run_text(gpu)
 
 
 def test_gpu_bench_sets_hf_home_to_the_cached_directory(gpu: dict[str, Any]) -> None:
