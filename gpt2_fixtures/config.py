@@ -286,6 +286,12 @@ class Case:
     def tokens(self) -> int:
         return self.batch_size * self.seq_len
 
+    def params(self) -> dict[str, int | str]:
+        """The plain fields, for the result JSON's ``params`` (phase, optimization, batch_size,
+        seq_len and the phase's extra axes, e.g. ``n`` new tokens of a generate case)."""
+        fields: dict[str, int | str] = {"phase": self.phase, "optimization": self.recipe.id}
+        return fields | {"batch_size": self.batch_size, "seq_len": self.seq_len} | dict(self.extra)
+
 
 @dataclass
 class ModelConfig:
