@@ -130,3 +130,16 @@ def test_number_parsers_accept_and_refuse_in_one_line(parser, good, value, bad):
             parser(text)
         message = str(err.value)
         assert "\n" not in message and message, (parser.__name__, text)
+
+
+def test_case_params_are_plain_json_fields():
+    case = Case("generate", parse_recipe("sdpa-bf16"), 1, 32, extra=(("n", 16),))
+    params = case.params()
+    assert params == {
+        "phase": "generate",
+        "optimization": "sdpa-bf16",
+        "batch_size": 1,
+        "seq_len": 32,
+        "n": 16,
+    }
+    assert all(isinstance(v, (int, str)) for v in params.values())

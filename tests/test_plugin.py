@@ -347,3 +347,15 @@ def test_failed_and_deselected_cases_are_recorded_and_the_gate_sets_the_exit_sta
         "test_cases.py::test_other",
     ]
     assert [b["name"] for b in judged["benchmarks"]] == ["test_ok"]
+
+
+def test_failure_reasons_are_one_line():
+    from gpt2_fixtures.bench import session as bench_session
+    from gpt2_fixtures.plugin import outcomes
+
+    assert outcomes.one_line(AssertionError("loss is nan\nassert False")) == (
+        "AssertionError: loss is nan"
+    )
+    assert outcomes.one_line(bench_session.SettingsError("bad option")) == "bad option"
+    assert outcomes.one_line(RuntimeError()) == "RuntimeError"
+    assert len(outcomes.one_line(ValueError("x" * 1000))) <= 300
