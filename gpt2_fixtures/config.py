@@ -8,6 +8,7 @@ inside a benchmark.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -137,6 +138,11 @@ def parse_recipes(text: str) -> tuple[Recipe, ...]:
     return recipes
 
 
+# ---------------------------------------------------------------------------------------------
+# Number parsers for options: each raises argparse.ArgumentTypeError with one line, so argparse
+# (pytest's parser too) prints "--option: reason" and exits 2 (pytest: usage error 4).
+
+
 def parse_positive_ints(text: str) -> tuple[int, ...]:
     """``"1,8,32"`` -> ``(1, 8, 32)``; every value must be a whole number >= 1."""
     values = []
@@ -169,6 +175,68 @@ def parse_non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} must be >= 0")
     return value
+
+
+def parse_finite_float(text: str) -> float:
+    """A finite number: ``nan`` and ``inf`` are refused (they pass every comparison or none)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number")
+    return value
+
+
+def parse_positive_float(text: str) -> float:
+    """A finite number > 0 (a time, a rate, a peak)."""
+    value = parse_finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0")
+    return value
+
+
+def parse_non_negative_float(text: str) -> float:
+    value = parse_finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return value
+
+
+def parse_fraction(text: str) -> float:
+    """A share in (0, 1]: ``0.5`` is half; 0 would be nothing at all."""
+    value = parse_finite_float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be in (0, 1]")
+    return value
+
+
+def parse_open_fraction(text: str) -> float:
+    """A probability strictly between 0 and 1 (a significance level)."""
+    value = parse_finite_float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be in (0, 1)")
+    return value
+
+
+def parse_unit_interval(text: str) -> float:
+    """A weight in [0, 1], both ends included (e.g. a loss mix)."""
+    value = parse_finite_float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be in [0, 1]")
+    return value
+
+
+def parse_percentage(text: str) -> float:
+    """``"25%"`` -> ``0.25``; the % sign is required so that 25 and 0.25 are never confused."""
+    number, sign, rest = text.strip().partition("%")
+    if not sign or rest:
+        raise argparse.ArgumentTypeError(f"expected a percentage such as 25%, got {text!r}")
+    try:
+        value = parse_positive_float(number)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite percentage > 0%") from None
+    return value / 100
 
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -218,15 +286,11 @@ class Case:
     def tokens(self) -> int:
         return self.batch_size * self.seq_len
 
-
-def build_grid(
-    phase: str,
-    recipes: tuple[Recipe, ...],
-    batch_sizes: tuple[int, ...],
-    seq_lens: tuple[int, ...],
-) -> list[Case]:
-    """Recipe-major order, so that each distinct model is built once and freed before the next."""
-    return [Case(phase, r, b, s) for r in recipes for b in batch_sizes for s in seq_lens]
+    def params(self) -> dict[str, int | str]:
+        """The plain fields, for the result JSON's ``params`` (phase, optimization, batch_size,
+        seq_len and the phase's extra axes, e.g. ``n`` new tokens of a generate case)."""
+        fields: dict[str, int | str] = {"phase": self.phase, "optimization": self.recipe.id}
+        return fields | {"batch_size": self.batch_size, "seq_len": self.seq_len} | dict(self.extra)
 
 
 @dataclass

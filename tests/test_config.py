@@ -78,7 +78,14 @@ def test_devices_rejected(text):
 
 
 def test_case_ids_and_grid_order():
-    grid = config.build_grid("train", config.parse_recipes("eager,sdpa"), (1, 8), (128, 512))
+    from gpt2_fixtures.bench import session  # the one grid function (config.build_grid is gone)
+
+    s = session.resolve(
+        device="cpu", recipes=config.parse_recipes("eager,sdpa"), batch_sizes=(1, 8),
+        seq_lens=(128, 512),
+    )  # fmt: skip
+    grid = session.grid("train", s)
+    assert not hasattr(config, "build_grid")
     assert [c.id for c in grid][:3] == [
         "eager-fp32-b1-s128",
         "eager-fp32-b1-s512",
@@ -102,3 +109,37 @@ def test_seed_model_config_maps_onto_a_case():
     assert ModelConfig(use_quantization=True).recipe().id == "eager-fp16"
     assert ModelConfig(use_flash_attention=True).recipe().id == "flash2-bf16"
     assert ModelConfig(use_flash_attention=True, use_quantization=True).recipe().id == "flash2-fp16"
+
+
+@pytest.mark.parametrize(
+    ("parser", "good", "value", "bad"),
+    [
+        (config.parse_positive_float, "2.5", 2.5, ["0", "-1", "nan", "inf", "x", ""]),
+        (config.parse_non_negative_float, "0", 0.0, ["-0.1", "nan", "x"]),
+        (config.parse_fraction, "1", 1.0, ["0", "1.5", "-0.5", "nan"]),
+        (config.parse_open_fraction, "0.01", 0.01, ["0", "1", "5", "inf"]),
+        (config.parse_unit_interval, "0", 0.0, ["-0.1", "1.01", "nan"]),
+        (config.parse_percentage, "25%", 0.25, ["25", "0%", "-5%", "x%", "5%%", "nan%"]),
+        (config.parse_finite_float, "-3", -3.0, ["inf", "-inf", "nan", "1e999", "three"]),
+    ],
+)
+def test_number_parsers_accept_and_refuse_in_one_line(parser, good, value, bad):
+    assert parser(good) == pytest.approx(value)
+    for text in bad:
+        with pytest.raises(argparse.ArgumentTypeError) as err:
+            parser(text)
+        message = str(err.value)
+        assert "\n" not in message and message, (parser.__name__, text)
+
+
+def test_case_params_are_plain_json_fields():
+    case = Case("generate", parse_recipe("sdpa-bf16"), 1, 32, extra=(("n", 16),))
+    params = case.params()
+    assert params == {
+        "phase": "generate",
+        "optimization": "sdpa-bf16",
+        "batch_size": 1,
+        "seq_len": 32,
+        "n": 16,
+    }
+    assert all(isinstance(v, (int, str)) for v in params.values())

@@ -54,8 +54,12 @@ steps.train_step = _nan_train_step
     result = run(bench_dir, *ONE_CASE, "--benchmark-json=out.json")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*test_train*", "*loss is nan*"])
-    names = [b["name"] for b in json.loads((bench_dir.path / "out.json").read_text())["benchmarks"]]
+    doc = json.loads((bench_dir.path / "out.json").read_text())
+    names = [b["name"] for b in doc["benchmarks"]]
     assert names == ["test_infer[sdpa-fp32-b1-s16]"]  # the failed case left no time behind
+    (failed,) = doc["gpt2_bench"]["failed"]  # ... and is listed with its reason (issue 16)
+    assert failed["name"] == "test_train[sdpa-fp32-b1-s16]" and failed["kind"] == "error"
+    assert failed["reason"].startswith("AssertionError: loss is nan")
 
 
 @pytest.mark.slow
@@ -134,8 +138,13 @@ steps.infer_step = _hungry_then_oom
         ]
     )
     assert "Traceback" not in result.stdout.str()
-    (bench,) = json.loads((bench_dir.path / "out.json").read_text())["benchmarks"]
+    doc = json.loads((bench_dir.path / "out.json").read_text())
+    (bench,) = doc["benchmarks"]
     assert bench["name"] == "test_infer[sdpa-fp32-b1-s16]"
+    (failed,) = doc["gpt2_bench"]["failed"]
+    assert failed["fullname"] == "test_inference.py::test_infer[sdpa-fp32-b2-s16]"
+    assert failed["kind"] == "oom" and failed["peak_memory_mb"] >= 600  # the hog was reached
+    assert len(doc["gpt2_bench"]["not_selected"]) == 2  # the train cases, by -m
     # The case after the OOM ran and its peak does not carry the failed case's 600 MiB.
     assert bench["extra_info"]["peak_memory_mb"] < 600 + 300
 

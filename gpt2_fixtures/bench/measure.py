@@ -348,3 +348,14 @@ def run_pedantic(
 
 def finite_or_none(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
+
+
+def peak_memory_mb(device: str) -> float | None:
+    """Peak memory of this process so far, recorded with an out-of-memory case: CUDA's peak
+    allocated on ``device``, the CPU's high-water mark (VmHWM); None when unknown."""
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return None
+        return torch.cuda.max_memory_allocated(torch.device(device)) / MB
+    kb = CpuRssTracker._vm_hwm_kb()
+    return None if kb is None else kb * 1024 / MB

@@ -1,0 +1,102 @@
+"""What a run resolves once and hands to the benchmarks: settings, the session, the world.
+
+Also what describes the run: the report header and pytest-benchmark's machine info.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from gpt2_fixtures.bench import data, hub, measure, models, session
+from gpt2_fixtures.bench import distributed as dist_bench
+from gpt2_fixtures.plugin.options import run_options
+
+SETTINGS = pytest.StashKey[session.Settings]()
+BENCH_SESSION = pytest.StashKey[session.BenchSession]()
+# Errors that a user fixes with an option: one line, never a traceback.
+USER_ERRORS = (
+    session.SettingsError,
+    models.ModelError,
+    data.DataError,
+    hub.HubUnavailableError,
+)
+
+
+def settings(config: pytest.Config) -> session.Settings:
+    """Resolved once per pytest run; cheap (no model or data is loaded)."""
+    if SETTINGS not in config.stash:
+        config.stash[SETTINGS] = _resolve(config)
+    return config.stash[SETTINGS]
+
+
+def _resolve(config: pytest.Config) -> session.Settings:
+    opts = run_options(config)
+    session.set_cpu_threads(opts.threads)
+    device = dist_bench.local_device(opts.device, dist_bench.launch_env())
+    try:
+        resolved = session.resolve(**opts.arguments_for(session.resolve, device=device))
+    except USER_ERRORS as exc:
+        raise pytest.UsageError(f"gpt2-bench: {exc}") from None
+    if resolved.device_type == "cpu":
+        measure.configure_malloc(opts.malloc)
+    return resolved
+
+
+def device(config: pytest.Config) -> str:
+    """The run's device, or cpu before settings were resolved (e.g. a usage error)."""
+    return settings(config).device if SETTINGS in config.stash else "cpu"
+
+
+def world_sizes(config: pytest.Config, launch: dist_bench.Launch | None) -> list[int]:
+    return dist_bench.world_sizes_or_default(run_options(config).world_sizes, launch)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    if SETTINGS not in config.stash:
+        return None
+    launch = dist_bench.launch_env()
+    if launch is None:
+        return [settings(config).header()]
+    strategies = run_options(config).strategies
+    sizes = world_sizes(config, launch)
+    return [settings(config).header(), dist_bench.header(launch, strategies, sizes)]
+
+
+def pytest_benchmark_update_machine_info(
+    config: pytest.Config, machine_info: dict[str, Any]
+) -> None:
+    """GPU, library versions and numerics settings: what a baseline must match to be comparable."""
+    dev = device(config)
+    machine_info["gpt2"] = session.environment(dev)
+    machine_info["gpt2"].update(dist_bench.launch_info(dist_bench.launch_env(), dev))
+    machine_info.setdefault("python_implementation", platform.python_implementation())
+
+
+@pytest.fixture(scope="session")
+def gpt2_settings(request: pytest.FixtureRequest) -> session.Settings:
+    return settings(request.config)
+
+
+@pytest.fixture(scope="session")
+def gpt2_session(request: pytest.FixtureRequest) -> Generator[session.BenchSession]:
+    bench = session.BenchSession(settings(request.config))
+    request.config.stash[BENCH_SESSION] = bench
+    yield bench
+    bench.free_model()
+
+
+@pytest.fixture(scope="session")
+def gpt2_world(request: pytest.FixtureRequest) -> Generator[dist_bench.World]:
+    """The torch.distributed process group of a torchrun launch, created on first use."""
+    launch = dist_bench.launch_env()
+    if launch is None:
+        pytest.skip(dist_bench.NOT_LAUNCHED)
+    world = dist_bench.World(
+        launch, settings(request.config).device, world_sizes(request.config, launch)
+    )
+    yield world
+    world.close()
