@@ -111,8 +111,8 @@ def add_history_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> tuple[list[hs.DeviceGroup], list[str]]:
-    paths, notes = hs.expand_paths(args.paths)
-    groups = hs.group_by_device(hs.load_all(paths))
+    docs, notes = hs.load_inputs(args.paths)
+    groups = hs.group_by_device(docs)
     if args.since:
         groups = hs.keep_since(groups, hs.since_time(args.since, groups))
         if not groups:

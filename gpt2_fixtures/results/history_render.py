@@ -205,7 +205,15 @@ def _plot(group: Any, key: tuple[str, str], changes: list[detect.ChangePoint], p
     axes[-1].set_xlabel("commit (oldest left)")
     device = group.label
     fig.suptitle(f"{changes[0].benchmark} on {device}", fontsize=10)
-    fig.tight_layout()
+    fig.text(
+        0.01,
+        0.003,
+        "grey: rounds; line: per-commit median (or mean); bar: IQR of rounds (or ±1 std); dashed: "
+        "change point before its first bad commit (red: regression, green: improvement)",
+        fontsize=6.5,
+        color="0.3",
+    )
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -243,7 +251,9 @@ def _mark(ax: Any, c: detect.ChangePoint, x_of: dict[str, int], own: bool) -> No
     x = x_of[c.first_bad_label] - 0.5
     ax.axvline(x, color=colour, linestyle="--", linewidth=1, alpha=0.8 if own else 0.35)
     if own:
-        text = f"{c.first_bad_label}\n{_pct(c.change)}"
+        text = f"{c.first_bad_label}\n{_pct(c.change)}" + (
+            " gradual" if c.kind == "gradual" else ""
+        )
         ax.annotate(text, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -3),
                     textcoords="offset points", va="top", fontsize=7, color=colour,
                     family="monospace")  # fmt: skip

@@ -43,38 +43,37 @@ class DeviceGroup:
 # --- reading ----------------------------------------------------------------------------------
 
 
-def expand_paths(paths: Sequence[str]) -> tuple[list[Path], list[str]]:
-    """Files named, plus every *.json below the folders named; notes on files left out."""
-    found: list[Path] = []
+def load_inputs(paths: Sequence[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Validated documents of the files named and of every *.json below the folders named,
+    with notes on files left out; files.UnusableInput on the first unusable file."""
+    docs: list[dict[str, Any]] = []
     notes: list[str] = []
     for text in paths:
         path = Path(text)
-        if path.is_dir():
-            inside = sorted(p for p in path.rglob("*.json") if p.is_file())
-            found.extend(p for p in inside if _looks_like_result(p, notes))
-        else:
-            found.append(path)  # load_result says why when it is missing or no result
-    return found, notes
+        if not path.is_dir():
+            docs.append(files.load_result(path))  # says why when missing or no result
+            continue
+        for found in sorted(p for p in path.rglob("*.json") if p.is_file()):
+            doc = _folder_result(found, notes)
+            if doc is not None:
+                docs.append(doc)
+    if not docs:
+        raise files.UnusableInput("no result files found in the paths given")
+    return docs, notes
 
 
-def _looks_like_result(path: Path, notes: list[str]) -> bool:
+def _folder_result(path: Path, notes: list[str]) -> dict[str, Any] | None:
     """In a folder, JSON that is no benchmark result at all (a gate verdict, a history.json) is
-    left out with a note; a damaged result is not: load_result rejects it."""
+    left out with a note; a damaged result is not: load_result says what is wrong with it."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return True
-    if isinstance(doc, dict) and "benchmarks" in doc:
-        return True
-    notes.append(f"{path}: not a pytest-benchmark result, left out")
-    return False
-
-
-def load_all(paths: Sequence[Path]) -> list[dict[str, Any]]:
-    """Validated documents (files.UnusableInput on the first unusable one)."""
-    if not paths:
-        raise files.UnusableInput("no result files found in the paths given")
-    return [files.load_result(p) for p in paths]
+        return files.load_result(path)  # raises with the reason
+    if not (isinstance(doc, dict) and "benchmarks" in doc):
+        notes.append(f"{path}: not a pytest-benchmark result, left out")
+        return None
+    files.validate_result(doc, str(path))
+    return doc
 
 
 # --- ordering and grouping --------------------------------------------------------------------
@@ -112,7 +111,8 @@ def device_label(key: tuple[Any, ...]) -> str:
     name = facts["device_name"] or facts["cpu_model"] or "unknown device"
     label = f"{facts['device'] or '?'} {name}"
     if facts["device"] == "cpu" and facts["cpu_threads"]:
-        return f"{label} ({facts['cpu_threads']} threads)"
+        threads = facts["cpu_threads"]
+        return f"{label} ({threads} thread{'s' if threads != 1 else ''})"
     return f"{label} x{facts['device_count']}" if facts["device_count"] else label
 
 
