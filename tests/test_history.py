@@ -53,9 +53,19 @@ def _restat(bench: dict[str, Any]) -> None:
     )
 
 
-def _scale(bench: dict[str, Any], f: float, g: float, m: float, rng: np.random.Generator) -> None:
+def _scale(
+    bench: dict[str, Any],
+    f: float,
+    g: float,
+    m: float,
+    rng: np.random.Generator,
+    redraw: bool = False,
+) -> None:
     info = bench["extra_info"]
     k = len(bench["stats"]["data"])
+    if redraw:  # keep the file's medians, draw the spread: independent of how busy it ran
+        for values in (bench["stats"]["data"], info["control_round_s"]):
+            values[:] = [statistics.median(values)] * k
     load = np.exp(rng.normal(0, 0.02, k))  # a busy round slows step and control alike
     jitter_t, jitter_c = np.exp(rng.normal(0, 0.02, (2, k)))
     bench["stats"]["data"] = [
@@ -79,6 +89,7 @@ def make_series(
     memory: Effect = _one,
     seed: int = 0,
     salt: str = "",
+    redraw: bool = False,
 ) -> list[dict[str, Any]]:
     """n commits, one hour apart; effects are factors by (benchmark name, commit index)."""
     rng = np.random.default_rng(seed)
@@ -93,7 +104,7 @@ def make_series(
         for bench in doc["benchmarks"]:
             name = bench["name"]
             m = math.exp(rng.normal(0, 0.03))  # this process's machine speed
-            _scale(bench, time(name, i), control(name, i), m, rng)
+            _scale(bench, time(name, i), control(name, i), m, rng, redraw)
             info = bench["extra_info"]
             info["peak_memory_mb"] = info["peak_memory_mb"] * memory(name, i) + rng.normal(0, 0.05)
         docs.append(doc)
@@ -120,6 +131,22 @@ def real() -> dict[str, Any]:
     doc["benchmarks"] = [b for b in doc["benchmarks"] if b["name"] in KEEP]
     assert len(doc["benchmarks"]) == len(KEEP)
     return doc
+
+
+@pytest.fixture(scope="session")
+def tiny_result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One run of the tiny inference grid, as the plugin writes it today."""
+    out = tmp_path_factory.mktemp("tiny") / "tiny.json"
+    args = ["-m", "inference", "--gpt2-rounds", "5", "--gpt2-batch-sizes", "1"]
+    args += ["--gpt2-seq-lens", "64", "-p", "no:cacheprovider", "-q", f"--benchmark-json={out}"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return json.loads(out.read_text())
 
 
 def step_at(k: int, factor: float, name: str = TARGET) -> Effect:
@@ -191,6 +218,20 @@ def test_a_slow_drift_is_a_gradual_regression(tmp_path, real):
         assert change["kind"] == "gradual"  # no two neighbouring commits hold the change
 
 
+@pytest.mark.slow
+def test_a_step_in_series_made_from_a_fresh_tiny_grid_run(tmp_path, tiny_result):
+    names = [b["name"] for b in tiny_result["benchmarks"]]
+    target = names[0]
+    docs = make_series(tiny_result, time=step_at(7, 1.3, target), seed=4, redraw=True)
+    status, hist = run_history(tmp_path, write(docs, tmp_path / "runs"))
+    [change] = hist["change_points"]
+    assert (change["benchmark"], change["metric"]) == (target, "time/control")
+    assert (change["last_good"], change["first_bad"], change["kind"]) == (sha(6), sha(7), "step")
+    assert status == 1 and hist["series"] == 2 * len(names)
+    [png] = (tmp_path / "out").glob("*.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
 # --- nothing to report ----------------------------------------------------------------------------
 
 
@@ -213,6 +254,20 @@ def test_a_slower_machine_moves_time_but_not_time_over_control(tmp_path, real):
     assert (status, hist["change_points"]) == (0, [])
     status, hist = run_history(tmp_path, folder, extra=("--metric", "time"))
     assert (status, hist["change_points"]) == (0, [])  # the gate calls raw time drift
+
+
+def test_ratios_to_another_control_kind_are_not_one_series(tmp_path, real):
+    # the first 7 commits predate the twin control: their ratios are to the matmul loop, at
+    # another level entirely; the series follows the newest kind and finds the step at 10
+    older: Effect = lambda n, i: 1.0 / 1.5 if i < 7 else 1.0  # noqa: E731
+    docs = make_series(real, control=older, time=step_at(10, 1.3), seed=6)
+    for doc in docs[:7]:
+        for bench in doc["benchmarks"]:
+            bench["extra_info"]["control_kind"] = "matmul"
+    status, hist = run_history(tmp_path, write(docs, tmp_path / "runs"))
+    [change] = hist["change_points"]
+    assert (change["metric"], change["first_bad"]) == ("time/control", sha(10))
+    assert status == 1
 
 
 # --- devices, order, pooling, --since -------------------------------------------------------------

@@ -122,6 +122,12 @@ def build_series(group: DeviceGroup, key: tuple[str, str], metric: Metric) -> Se
             points.append(point)
             entries.append(found)
             values.append(value)
+    if metric == TIME_RATIO and points:
+        # ratios to different control workloads do not compare: follow the newest one's
+        kind = gate.control_kind(entries[-1][0])
+        keep = [i for i, es in enumerate(entries) if gate.control_kind(es[0]) == kind]
+        points, entries = [points[i] for i in keep], [entries[i] for i in keep]
+        values = [values[i] for i in keep]
     if not points:
         return None
     name = str(entries[0][0]["name"])
