@@ -141,5 +141,6 @@ def run_history(args: argparse.Namespace) -> int:
         text = json.dumps(render.to_json(history), indent=2, allow_nan=False) + "\n"
         files.atomic_write_text(Path(args.json), text)
     print(render.summary(history))
+    print("\n".join(render.terminal_lines(history)))
     print(f"wrote {out / 'history.md'} and {len(plots)} plot(s)")
     return history.exit_code

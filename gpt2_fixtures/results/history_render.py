@@ -70,6 +70,19 @@ def summary(history: History) -> str:
     return f"{text}; no regression in place at the newest commit"
 
 
+def terminal_lines(history: History) -> list[str]:
+    """One line per change point, newest first, for the terminal."""
+    lines = []
+    for c in history.newest_first():
+        where = f"{c.last_good_label}..{c.first_bad_label}"
+        state = ", still in place" if c.still_in_place else ""
+        lines.append(
+            f"  {c.direction}{state}: {c.benchmark} {c.metric} {change_text(c)} ({c.kind}) "
+            f"at {where} on {c.device}"
+        )
+    return lines
+
+
 def _groups_lines(history: History) -> list[str]:
     lines = []
     for g in history.groups:
@@ -191,17 +204,20 @@ def _plot(group: Any, key: tuple[str, str], changes: list[detect.ChangePoint], p
     labels = [p.label for p in group.points]
     x_of = {p.label: i for i, p in enumerate(group.points)}
     panels = _panels(group, key, changes)
-    fig, axes = plt.subplots(
-        len(panels), 1, sharex=True, figsize=(max(7.0, 0.32 * len(labels) + 3), 2.6 * len(panels))
-    )
+    width = min(14.0, max(7.0, 0.22 * len(labels) + 3))
+    fig, axes = plt.subplots(len(panels), 1, sharex=True, figsize=(width, 2.6 * len(panels) + 0.4))
     axes = list(axes) if len(panels) > 1 else [axes]
     for ax, series in zip(axes, panels, strict=True):
         _draw_series(ax, series, x_of)
         for c in changes:
             _mark(ax, c, x_of, own=c.metric == series.metric.key)
-    step = max(1, math.ceil(len(labels) / 40))
-    axes[-1].set_xticks(range(0, len(labels), step))
-    axes[-1].set_xticklabels(labels[::step], rotation=90, fontsize=7, family="monospace")
+    # about 30 labels at most, and always the first bad commit of each change
+    ticks = sorted(set(range(0, len(labels), max(1, math.ceil(len(labels) / 30))))
+                   | {x_of[c.first_bad_label] for c in changes})  # fmt: skip
+    axes[-1].set_xticks(ticks)
+    axes[-1].set_xticklabels(
+        [labels[i] for i in ticks], rotation=90, fontsize=7, family="monospace"
+    )
     axes[-1].set_xlabel("commit (oldest left)")
     device = group.label
     fig.suptitle(f"{changes[0].benchmark} on {device}", fontsize=10)
