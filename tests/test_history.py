@@ -184,6 +184,17 @@ def test_an_improvement_is_reported_as_one_and_does_not_fail(tmp_path, real):
     assert change["change"] < -0.2 and not change["still_in_place"]
 
 
+@pytest.mark.parametrize(("factor", "direction"), [(1.3, "regression"), (0.7, "improvement")])
+def test_throughput_directions_are_the_metrics_own(tmp_path, real, factor, direction):
+    # slower steps: fewer tokens/s, a regression with a negative change; faster: an improvement
+    folder = write(make_series(real, time=step_at(7, factor), seed=8), tmp_path / "runs")
+    status, hist = run_history(tmp_path, folder, extra=("--metric", "tokens_per_s"))
+    [change] = hist["change_points"]
+    assert (change["metric"], change["direction"]) == ("tokens_per_s", direction)
+    assert (change["change"] < 0) == (direction == "regression")
+    assert status == (1 if direction == "regression" else 0)
+
+
 def test_a_fixed_regression_is_two_changes_and_not_in_place(tmp_path, real):
     effect: Effect = lambda n, i: 1.3 if (n == TARGET and 4 <= i < 10) else 1.0  # noqa: E731
     folder = write(make_series(real, time=effect, seed=5), tmp_path / "runs")
