@@ -202,3 +202,34 @@ def test_options_go_before_or_after_the_commits(argv, pytest_args, repeats):
     args = cli.build_parser(["bisect"]).parse_args(["bisect", *argv])
     assert bisect._split_rest(args) == pytest_args
     assert (args.good, args.bad, args.repeats) == ("G", "B", repeats)
+
+
+def _record(out: Path, commit: str, verdict: str, table: str = "", reason: str = "") -> None:
+    record = out / "steps" / commit
+    record.mkdir(parents=True)
+    (record / "verdict").write_text(verdict + "\n")
+    if table:
+        (record / "table.txt").write_text(table)
+    if reason:
+        (record / "reason.txt").write_text(reason)
+
+
+def test_the_report_says_what_was_found(tmp_path, capsys):
+    bad, good = "b" * 40, "a" * 40
+    outcome = {"first_bad": bad, "good": good, "subject": "slow", "steps": [{}, {}]}
+    _record(tmp_path / "found", bad, "bad", table="test_infer  time  REGRESSION\n")
+    assert bisect._report(outcome, tmp_path / "found") == 0
+    text = capsys.readouterr().out
+    assert f"first bad commit: {bad} slow" in text and "2 A/B run(s)" in text
+    assert "test_infer  time  REGRESSION" in text
+    _record(tmp_path / "passes", bad, "good")
+    assert bisect._report(outcome, tmp_path / "passes") == 1
+    assert "does not regress against GOOD (it passes)" in capsys.readouterr().out
+    _record(tmp_path / "skip", bad, "skip", reason="cannot be measured: no build")
+    assert bisect._report(outcome, tmp_path / "skip") == 3
+    assert "could not be judged against GOOD (cannot be measured: no build)" in (
+        capsys.readouterr().out
+    )
+    lost = {"first_bad": None, "candidates": [bad, good], "good": good, "steps": [{}]}
+    assert bisect._report(lost, tmp_path) == 3
+    assert "bbbbbbbbbbbb, aaaaaaaaaaaa" in capsys.readouterr().out

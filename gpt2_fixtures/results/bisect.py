@@ -7,7 +7,8 @@ exactly as a pull request would be. A commit whose benchmarks cannot run, or who
 clear (inconclusive), is skipped (`git bisect skip`, exit 125) with the reason. The step process
 imports this package from where it runs now, not from the commit under test, which may predate
 it. Exit 0: first bad commit found; 1: BAD does not regress against GOOD; 2: unusable input;
-3: only skipped commits are left, the first bad commit is one of several. See docs/history.md.
+3: only skipped commits are left (the first bad commit is one of several), or BAD itself could
+not be judged. See docs/history.md.
 """
 
 from __future__ import annotations
@@ -239,9 +240,12 @@ def _report(outcome: dict[str, Any], out_dir: Path) -> int:
         return 3
     record = out_dir / "steps" / first
     verdict = (record / "verdict").read_text().strip() if (record / "verdict").exists() else "?"
+    if verdict == "skip":
+        reason = (record / "reason.txt").read_text().strip()
+        print(f"gpt2-bench bisect: BAD {first[:12]} could not be judged against GOOD ({reason})")
+        return 3
     if verdict != "bad":
-        reason = (record / "reason.txt").read_text().strip() if verdict == "skip" else "passes"
-        print(f"gpt2-bench bisect: BAD {first[:12]} does not regress against GOOD ({reason})")
+        print(f"gpt2-bench bisect: BAD {first[:12]} does not regress against GOOD (it passes)")
         return 1
     print(f"first bad commit: {first} {outcome['subject']}".rstrip())
     print(f"({n} A/B run(s) against GOOD {outcome['good'][:12]}; steps in {out_dir})")
