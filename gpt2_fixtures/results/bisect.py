@@ -218,7 +218,7 @@ def run_bisect(args: argparse.Namespace) -> int:
         config = {
             "repeats": args.repeats,
             "pytest_args": pytest_args,
-            "settings": gate.settings_from_args(args),
+            "settings": gate.settings_from(lambda dest: getattr(args, dest)),
         }
         outcome = bisect(Path(args.repo), args.good, args.bad, out_dir, config)
     except (BisectError, ab.AbError, ValueError) as err:

@@ -124,7 +124,7 @@ def run_history(args: argparse.Namespace) -> int:
     """Exit 0: no regression in place; 1: the newest level of a benchmark regressed; 2: bad
     input (one line on stderr)."""
     try:
-        settings = gate.settings_from_args(args)
+        settings = gate.settings_from(lambda dest: getattr(args, dest))
         metrics = tuple(detect.metric_named(m) for m in (args.metric or DEFAULT_METRICS))
         groups, notes = _load(args)
     except (files.UnusableInput, ValueError) as err:
