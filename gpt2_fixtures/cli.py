@@ -61,6 +61,19 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
         "add_comment_arguments",
         "run_comment",
     ),
+    "history": (
+        "change points over a series of result files, confirmed by the gate (exit 1: a "
+        "regression still in place)",
+        "gpt2_fixtures.results.history",
+        "add_history_arguments",
+        "run_history",
+    ),
+    "bisect": (
+        "git bisect run between GOOD and BAD, each step an interleaved A/B against GOOD",
+        "gpt2_fixtures.results.bisect",
+        "add_bisect_arguments",
+        "run_bisect",
+    ),
 }
 
 
