@@ -171,8 +171,10 @@ def test_first_bad_is_read_from_git_output():
 
 
 def _result(*verdicts: str) -> gate.GateResult:
-    rows = tuple(gate.Row("b", "time", "ms", 1.0, 1.0, 0.0, 0.5, "10%", v) for v in verdicts)
-    return gate.GateResult(rows, (), (), (), gate.GateSettings())
+    rows = tuple(
+        gate.Row("b", "time", "ms", 1.0, 1.0, 0.0, None, None, 0.5, "10%", v) for v in verdicts
+    )
+    return gate.GateResult(rows, (), (), (), gate.GateSettings(), compared=1)
 
 
 def test_step_verdicts_follow_the_gate():
