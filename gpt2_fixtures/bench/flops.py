@@ -46,8 +46,7 @@ from typing import Any
 
 import torch
 
-TRAINING_PHASES = ("train", "distill")
-
+from gpt2_fixtures.bench.optimizations import TRAINING_PHASES
 
 # ---------------------------------------------------------------------------------------------
 # FLOPs

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from gpt2_fixtures.bench import hub
+from gpt2_fixtures.bench.errors import first_line
 from gpt2_fixtures.config import PRESETS, Recipe
 
 
@@ -86,8 +87,7 @@ def model_config(spec: ModelSpec) -> Any:
         )
     except (OSError, ValueError) as exc:
         if local:
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "unreadable"
-            msg = f"model directory {spec.name!r} has no usable config.json: {reason}"
+            msg = f"model directory {spec.name!r} has no usable config.json: {first_line(exc)}"
             raise ModelError(msg) from None
         raise hub.explain("model", spec.name, exc) from None
 
@@ -119,7 +119,7 @@ def build(spec: ModelSpec, recipe: Recipe, config: Any, seed: int = 0) -> torch.
         )
     except OSError as exc:
         if local:
-            raise ModelError(f"cannot load weights from {spec.name!r}: {exc}") from None
+            raise ModelError(f"cannot load weights from {spec.name!r}: {first_line(exc)}") from None
         raise hub.explain("model", spec.name, exc) from None
 
 
@@ -128,9 +128,10 @@ def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-def release(*objects: Any) -> None:
-    """Drop the last references the caller passes in, then return memory to the allocator."""
-    del objects
+def release() -> None:
+    """Return the memory of models nobody refers to any more to the allocator (gc, CUDA's cache).
+
+    It cannot drop a caller's references: the caller deletes its own (``del model``) first."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

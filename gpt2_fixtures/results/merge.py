@@ -50,7 +50,7 @@ def merge_results(results: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, An
             benchmarks.append(bench)
     # A world-size-1 launch and an N-rank launch of the same case, merged: their ratio is the
     # scaling efficiency that neither launch could compute alone.
-    from gpt2_fixtures.bench.distributed import fill_scaling_efficiency
+    from gpt2_fixtures.results.scaling import fill_scaling_efficiency
 
     fill_scaling_efficiency(benchmarks)
     merged["benchmarks"] = benchmarks
