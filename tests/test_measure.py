@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import torch
+from fake_benchmark import FakeBenchmark
 
 from gpt2_fixtures.bench import measure, memory
 
@@ -175,25 +176,6 @@ def test_resident_mb_follows_what_the_process_holds():
     held = measure.resident_mb("cpu")
     del blob
     assert held is not None and held >= before + 32
-
-
-class FakeBenchmark:
-    """pedantic as pytest-benchmark runs it: warmup rounds then timed rounds, through the
-    hooks; stats.data gets one (made-up) time per timed round."""
-
-    def __init__(self):
-        self.stats = None
-
-    def pedantic(self, step, setup, teardown, rounds, warmup_rounds, iterations):
-        assert iterations == 1
-        data = []
-        for i in range(warmup_rounds + rounds):
-            setup()
-            step()
-            teardown()
-            if i >= warmup_rounds:
-                data.append(0.1 * (i + 1))
-        self.stats = type("S", (), {"stats": type("D", (), {"data": data})()})()
 
 
 def test_measure_case_picks_the_timed_calls_out_of_every_call_of_the_step():

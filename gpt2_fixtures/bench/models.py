@@ -123,6 +123,16 @@ def build(spec: ModelSpec, recipe: Recipe, config: Any, seed: int = 0) -> torch.
         raise hub.explain("model", spec.name, exc) from None
 
 
+def import_model_code(config: Any, recipe: Recipe) -> None:
+    """Build the model once on the meta device (no memory): transformers imports its modeling
+    code on the first build, about 110 MB that the process keeps for good and that belongs to
+    no case, so it is paid before a case's footprint base is read (docs/measuring.md)."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        AutoModelForCausalLM.from_config(config, attn_implementation=recipe.attn_implementation)
+
+
 def n_params(model: torch.nn.Module) -> int:
     """Unique parameters: GPT-2's tied input/output embedding counts once (124,439,808 for gpt2)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

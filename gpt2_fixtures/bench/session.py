@@ -118,9 +118,12 @@ class BenchSession:
         key = (case.recipe, case.phase)
         if key != self._model_key:
             self.free_model()
-            self.blocks(case.seq_len)  # data (and the tokenizer) first: they are no case's
-            self._base_mb = measure.resident_mb(self.settings.device)
             spec = self.spec_for(case.phase)
+            # What the process keeps for good (data, tokenizer, model code) is no case's own:
+            # loaded before the footprint's base is read.
+            self.blocks(case.seq_len)
+            models.import_model_code(self.config_of(spec), case.recipe)
+            self._base_mb = measure.resident_mb(self.settings.device)
             built = models.build(spec, case.recipe, self.config_of(spec))
             self._model_n_params = models.n_params(built)
             dev = self.settings.device
