@@ -55,13 +55,16 @@ def local_files_only() -> bool:
 
 def explain(what: str, source: str, exc: BaseException) -> HubUnavailableError:
     """One line for a hub load that failed; for a model it names the other sources it is not."""
-    state = "offline" if not hub_reachable() else "online"
-    where = "not in the local hub cache" if state == "offline" else "not found on the hub"
+    offline = not hub_reachable()
+    state = "offline" if offline else "online"
     if what == "model":
+        where = "in the local hub cache" if offline else "a model on the hub"
         return HubUnavailableError(
-            f"cannot load model {source!r}: it is neither a preset ({', '.join(PRESETS)}) nor a "
-            f"local directory, and the hub is {state}: {where} ({first_line(exc)}); {MODEL_HINT}"
+            f"cannot load model {source!r}: {source!r} is neither a preset "
+            f"({', '.join(PRESETS)}) nor a local directory nor {where} (hub {state}: "
+            f"{first_line(exc)}); {MODEL_HINT}"
         )
+    where = "not in the local cache" if offline else "not found"
     return HubUnavailableError(
         f"cannot load {what} {source!r} (hub {state}, {where}: {first_line(exc)}); "
         f"{HINTS.get(what, MODEL_HINT)}"
