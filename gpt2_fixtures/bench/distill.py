@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from gpt2_fixtures.bench import models, optimizations
+from gpt2_fixtures.bench.errors import parse_finite
 from gpt2_fixtures.bench.generation import DeviceClock
 from gpt2_fixtures.bench.measure import mean_std, synchronize
 from gpt2_fixtures.bench.steps import make_optimizer
@@ -53,20 +54,14 @@ DEFAULT_ALPHA = 0.5
 
 
 def parse_temperature(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
+    value = parse_finite(text)
+    if not value > 0:
         raise argparse.ArgumentTypeError(f"temperature {text} must be a finite number > 0")
     return value
 
 
 def parse_alpha(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = parse_finite(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(
             f"alpha {text} must be in [0, 1] (the KD term's share of the loss)"
