@@ -139,3 +139,25 @@ def test_footprint_does_not_depend_on_the_cases_before(pytester):
         footprints = abs(first["footprint_memory_mb"] - second["footprint_memory_mb"])
         assert peaks > HELD_MB / 2, (recipe, first, second)  # the order shows in the peak
         assert footprints < HELD_MB / 4, (recipe, footprints, peaks)  # not in the footprint
+
+
+@pytest.mark.slow
+def test_a_checkpoint_saved_without_its_tokenizer_runs(tmp_path):
+    """save_pretrained of the tiny preset alone (no tokenizer files): the embedded GPT-2 BPE."""
+    from gpt2_fixtures.bench import models
+    from gpt2_fixtures.config import Recipe
+
+    spec = models.resolve_model("tiny")
+    models.build(spec, Recipe(), models.model_config(spec)).save_pretrained(tmp_path / "m")
+    out = tmp_path / "out.json"
+    proc = pytest_run(
+        *("--gpt2-model", str(tmp_path / "m"), "--gpt2-device", "cpu", "-m", "inference"),
+        *("--gpt2-optimizations", "sdpa", "--gpt2-batch-sizes", "1", "--gpt2-seq-lens", "16"),
+        *("--gpt2-rounds", "1", "--gpt2-warmup", "0", "-p", "no:cacheprovider"),
+        f"--benchmark-json={out}",
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "tokenizer=embedded (GPT-2's BPE" in proc.stdout
+    (bench,) = json.loads(out.read_text())["benchmarks"]
+    assert bench["extra_info"]["tokenizer"] == "embedded"
+    assert bench["extra_info"]["weights"] == "pretrained" and bench["extra_info"]["loss"] is None

@@ -98,11 +98,17 @@ def test_embedded_corpus_is_written_by_the_one_atomic_writer(tmp_path, monkeypat
 
 
 # -- which tokenizer -------------------------------------------------------------------------
-def _checkpoint(tmp_path, vocab_size=50257):
-    """What most training scripts leave: save_pretrained of the model alone, no tokenizer."""
+def _checkpoint(tmp_path, vocab_size=None):
+    """What most training scripts leave: save_pretrained of the model alone, no tokenizer; the
+    tiny preset, or a micro model of another vocabulary."""
     from transformers import AutoModelForCausalLM, GPT2Config
 
-    config = GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=64, vocab_size=vocab_size)
+    from gpt2_fixtures.bench import models
+
+    if vocab_size is None:
+        config = models.model_config(models.resolve_model("tiny"))
+    else:
+        config = GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=64, vocab_size=vocab_size)
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
     assert not data.has_tokenizer_files(tmp_path)
     return tmp_path

@@ -178,6 +178,19 @@ def test_resident_mb_follows_what_the_process_holds():
     assert held is not None and held >= before + 32
 
 
+def test_resident_mb_on_cuda_is_what_the_allocator_holds(monkeypatch):
+    """No GPU here: the CUDA branch reads memory_allocated of the case's device, nothing else."""
+    seen = []
+
+    def allocated(device=None):
+        seen.append(device)
+        return 3 * measure.MB
+
+    monkeypatch.setattr(torch.cuda, "memory_allocated", allocated)
+    assert measure.resident_mb("cuda:1") == 3.0
+    assert seen == [torch.device("cuda:1")]
+
+
 def test_measure_case_picks_the_timed_calls_out_of_every_call_of_the_step():
     records = []
     counted = measure.CountedStep(lambda: records.append(len(records)))
