@@ -1,6 +1,17 @@
-"""A stand-in for pytest-benchmark's fixture in unit tests: pedantic's order of calls."""
+"""Test helpers: a stand-in for pytest-benchmark's fixture, and the README's documented keys."""
 
+import re
+from pathlib import Path
 from types import SimpleNamespace
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def documented_keys() -> set[str]:
+    """Every `name` in the README's extra_info section: the keys a result may hold."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## What each case records", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"`([a-z][a-z0-9_]*)`", section))
 
 
 class FakeBenchmark:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fake_benchmark import documented_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest_plugins = ["pytester"]
@@ -59,6 +60,11 @@ def test_train_and_inference_write_results(tmp_path):
     assert len(seen) == 20
     assert {p for p, *_ in seen} == {"train", "infer"}
     assert {o for _, o, *_ in seen} == {"eager-fp32", "sdpa-fp32", "sdpa-int8"}
+    for b in benches:
+        info = b["extra_info"]
+        assert (info["loss"] is None) == (info["phase"] == "infer")  # null, not absent
+        undocumented = info.keys() - documented_keys()
+        assert not undocumented, f"keys missing from the README: {sorted(undocumented)}"
 
 
 @pytest.mark.slow
