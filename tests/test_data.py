@@ -167,3 +167,10 @@ def test_resolve_takes_the_tokenizer_option(tmp_path):
 
     s = session.resolve(device="cpu", tokenizer="embedded")
     assert s.tokenizer.source == "embedded" and "--gpt2-tokenizer" in s.tokenizer.why
+
+
+def test_machine_info_records_the_tokenizer_when_told():
+    from gpt2_fixtures.bench import session
+
+    assert "tokenizer" not in session.environment("cpu")
+    assert session.environment("cpu", tokenizer="embedded")["tokenizer"] == "embedded"

@@ -16,8 +16,9 @@ def device_name(device: str) -> str:
     return cpu_model()
 
 
-def environment(device: str) -> dict[str, Any]:
-    """Versions, device and numerics settings that decide whether two results are comparable."""
+def environment(device: str, tokenizer: str | None = None) -> dict[str, Any]:
+    """Versions, device and numerics settings that decide whether two results are comparable;
+    ``tokenizer`` (``Settings.tokenizer.source``) is recorded when given."""
     import datasets
     import transformers
 
@@ -40,6 +41,8 @@ def environment(device: str) -> dict[str, Any]:
         "malloc": memory.malloc_setting(),
         "python": platform.python_version(),
     }
+    if tokenizer is not None:
+        info["tokenizer"] = tokenizer
     if cuda:
         major, minor = torch.cuda.get_device_capability(torch.device(device))
         info["compute_capability"] = f"{major}.{minor}"
