@@ -17,8 +17,9 @@ def test_distill(benchmark, gpt2_case, gpt2_session):
     step, distiller = distill.distill_step(
         student, teacher, batch, gpt2_case.recipe, device, opts.temperature, opts.alpha
     )
-    info = gpt2_session.measure(benchmark, gpt2_case, step, student)
-    info |= distill.share_metrics(distiller.teacher_shares(gpt2_session.settings.rounds))
+    measured = gpt2_session.measure(benchmark, gpt2_case, step, student)
+    # The timed rounds' shares, one per stats.data entry (not warmup or settled memory steps).
+    info = measured.info | distill.share_metrics(measured.timed_of(distiller.teacher_shares()))
     state = distiller.state
     info |= {"loss": state.loss(), "kd_loss": state.kd_loss(), "lm_loss": state.lm_loss()}
     info["teacher_n_params"] = models.n_params(teacher)

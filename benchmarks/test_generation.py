@@ -13,12 +13,12 @@ def test_generate(benchmark, gpt2_case, gpt2_session):
     device = gpt2_session.settings.device
     step, state = generation.generate_step(model, batch, gpt2_case.recipe, device, new_tokens)
     # tokens_per_s counts generated tokens: batch x new tokens per call.
-    info = gpt2_session.measure(
+    measured = gpt2_session.measure(
         benchmark, gpt2_case, step, model, tokens=gpt2_case.batch_size * new_tokens
     )
     state.check_counts()  # exactly new_tokens per call, no early EOS stop
-    rounds = generation.measured_rounds(state, gpt2_session.settings.rounds)
-    info |= generation.generation_metrics(
+    rounds = measured.timed_of(state.clock.rounds_s())  # one per stats.data entry
+    info = measured.info | generation.generation_metrics(
         rounds, gpt2_case.batch_size, gpt2_case.seq_len, new_tokens
     )
     benchmark.extra_info.update(info)

@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from fake_benchmark import documented_keys
 
 ROOT = Path(__file__).resolve().parents[1]
+pytest_plugins = ["pytester"]
 TINY = [
     "--gpt2-model",
     "tiny",
@@ -58,6 +60,11 @@ def test_train_and_inference_write_results(tmp_path):
     assert len(seen) == 20
     assert {p for p, *_ in seen} == {"train", "infer"}
     assert {o for _, o, *_ in seen} == {"eager-fp32", "sdpa-fp32", "sdpa-int8"}
+    for b in benches:
+        info = b["extra_info"]
+        assert (info["loss"] is None) == (info["phase"] == "infer")  # null, not absent
+        undocumented = info.keys() - documented_keys()
+        assert not undocumented, f"keys missing from the README: {sorted(undocumented)}"
 
 
 @pytest.mark.slow
@@ -88,3 +95,75 @@ def test_autosave_then_compare_fail(tmp_path):
     output = second.stdout + second.stderr
     assert "Comparing against benchmarks from" in output
     assert "(0001_" in second.stdout  # the autosaved run is in the comparison table
+
+
+HELD_MB = 192
+HOLDS_MEMORY_AFTER_EACH_CASE = f"""
+import pytest
+import torch
+
+from gpt2_fixtures.bench import steps
+
+HELD = []
+
+
+@pytest.mark.inference
+def test_infer(benchmark, gpt2_case, gpt2_session):
+    model = gpt2_session.model(gpt2_case)
+    batch = gpt2_session.batch(gpt2_case)
+    step, _ = steps.infer_step(model, batch, gpt2_case.recipe, "cpu")
+    benchmark.extra_info.update(gpt2_session.measure(benchmark, gpt2_case, step, model).info)
+    # What a case can leave in the process, as glibc keeps pages of a freed model: resident.
+    HELD.append(torch.ones({HELD_MB} * 1024 * 1024 // 4))
+"""
+
+
+@pytest.mark.slow
+def test_footprint_does_not_depend_on_the_cases_before(pytester):
+    """One grid in two orders, in two processes: each case after the first finds HELD_MB more
+    in the process. Its peak then moves by that much; its footprint (peak above what the
+    process held before its model was built) moves only by what a first case pays once."""
+    from pytester_bench import run
+
+    pytester.makeini("[pytest]\nmarkers =\n    inference: i\n")
+    pytester.makepyfile(test_held=HOLDS_MEMORY_AFTER_EACH_CASE)
+    results = {}
+    for order in ("sdpa-fp32,eager-fp32", "eager-fp32,sdpa-fp32"):
+        out = pytester.path / f"{order}.json"
+        result = run(
+            pytester, "--gpt2-device", "cpu", "--gpt2-optimizations", order,
+            *("--gpt2-batch-sizes", "1", "--gpt2-seq-lens", "32", "--gpt2-rounds", "2"),
+            *("--gpt2-warmup", "0", "--gpt2-threads", "1", f"--benchmark-json={out}"),
+        )  # fmt: skip
+        assert result.ret == 0, result.stdout.str()[-3000:]
+        for b in json.loads(out.read_text())["benchmarks"]:
+            results.setdefault(b["extra_info"]["optimization"], []).append(b["extra_info"])
+    for recipe, (first, second) in results.items():
+        if first["memory_kind"] != "cpu_rss" or first["footprint_memory_mb"] is None:
+            pytest.skip("no resettable RSS peak on this system: CPU memory is the process peak")
+        peaks = abs(first["peak_memory_mb"] - second["peak_memory_mb"])
+        footprints = abs(first["footprint_memory_mb"] - second["footprint_memory_mb"])
+        assert peaks > HELD_MB / 2, (recipe, first, second)  # the order shows in the peak
+        assert footprints < HELD_MB / 4, (recipe, footprints, peaks)  # not in the footprint
+
+
+@pytest.mark.slow
+def test_a_checkpoint_saved_without_its_tokenizer_runs(tmp_path):
+    """save_pretrained of the tiny preset alone (no tokenizer files): the embedded GPT-2 BPE."""
+    from gpt2_fixtures.bench import models
+    from gpt2_fixtures.config import Recipe
+
+    spec = models.resolve_model("tiny")
+    models.build(spec, Recipe(), models.model_config(spec)).save_pretrained(tmp_path / "m")
+    out = tmp_path / "out.json"
+    proc = pytest_run(
+        *("--gpt2-model", str(tmp_path / "m"), "--gpt2-device", "cpu", "-m", "inference"),
+        *("--gpt2-optimizations", "sdpa", "--gpt2-batch-sizes", "1", "--gpt2-seq-lens", "16"),
+        *("--gpt2-rounds", "1", "--gpt2-warmup", "0", "-p", "no:cacheprovider"),
+        f"--benchmark-json={out}",
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "tokenizer=embedded (GPT-2's BPE" in proc.stdout
+    (bench,) = json.loads(out.read_text())["benchmarks"]
+    assert bench["extra_info"]["tokenizer"] == "embedded"
+    assert bench["extra_info"]["weights"] == "pretrained" and bench["extra_info"]["loss"] is None

@@ -79,8 +79,98 @@ def test_take_batch_is_a_copy(tokenizer):
     assert int(blocks[0, 0]) != -1
 
 
-def test_atomic_write_leaves_no_partial_file(tmp_path):
-    target = tmp_path / "out.txt"
-    data.atomic_write_text(target, "complete")
-    assert target.read_text() == "complete"
-    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+def test_embedded_corpus_is_written_by_the_one_atomic_writer(tmp_path, monkeypatch):
+    """results.files.atomic_write_text (fsync, 0644), not a copy that left files 0600."""
+    from gpt2_fixtures.results import files
+
+    monkeypatch.setenv("GPT2_BENCH_CACHE", str(tmp_path))
+    written = []
+    monkeypatch.setattr(data, "atomic_write_text", lambda p, text: written.append(p))
+    assert data.atomic_write_text is not files.atomic_write_text  # patched: the real one below
+    data.embedded_corpus_path()
+    assert written == [tmp_path / f"embedded-corpus-{data.CORPUS_VERSION}.txt"]
+    monkeypatch.undo()
+    monkeypatch.setenv("GPT2_BENCH_CACHE", str(tmp_path))
+    assert data.atomic_write_text is files.atomic_write_text
+    path = data.embedded_corpus_path()
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+
+
+# -- which tokenizer -------------------------------------------------------------------------
+def _checkpoint(tmp_path, vocab_size=None):
+    """What most training scripts leave: save_pretrained of the model alone, no tokenizer; the
+    tiny preset, or a micro model of another vocabulary."""
+    from transformers import AutoModelForCausalLM, GPT2Config
+
+    from gpt2_fixtures.bench import models
+
+    if vocab_size is None:
+        config = models.model_config(models.resolve_model("tiny"))
+    else:
+        config = GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=64, vocab_size=vocab_size)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    assert not data.has_tokenizer_files(tmp_path)
+    return tmp_path
+
+
+def test_checkpoint_without_tokenizer_files_gets_the_embedded_bpe(tmp_path):
+    from gpt2_fixtures.bench import session
+
+    s = session.resolve(device="cpu", model=str(_checkpoint(tmp_path)), seq_lens=(16,))
+    assert s.tokenizer.source == "embedded"
+    assert "has no tokenizer files" in s.tokenizer.why and "50257" in s.tokenizer.why
+    assert "tokenizer=embedded (GPT-2's BPE" in s.header()
+    bench = session.BenchSession(s)
+    assert bench.blocks(16).shape[1] == 16  # no "encodes 'Hello world' to no tokens"
+
+
+def test_checkpoint_with_another_vocabulary_names_the_option(tmp_path):
+    spec_dir = _checkpoint(tmp_path, vocab_size=1000)
+    from gpt2_fixtures.bench import models
+
+    spec = models.resolve_model(str(spec_dir))
+    with pytest.raises(data.DataError, match=r"vocabulary of 1000.*--gpt2-tokenizer") as err:
+        data.choose_tokenizer(None, spec, 1000)
+    assert "\n" not in str(err.value)
+
+
+def test_the_models_own_tokenizer_wins_and_the_option_overrides_it(tmp_path, tokenizer):
+    from gpt2_fixtures.bench import models
+
+    directory = _checkpoint(tmp_path / "model")
+    tokenizer.save_pretrained(directory)
+    spec = models.resolve_model(str(directory))
+    own = data.choose_tokenizer(None, spec, 50257)
+    assert own.source == str(directory) and own.why == "the model's own"
+    assert data.load_tokenizer(own)("Hello world")["input_ids"] == [15496, 995]
+    assert data.choose_tokenizer("embedded", spec, 50257).source == "embedded"
+    assert data.choose_tokenizer(str(directory), models.resolve_model("tiny"), 50257).source == (
+        str(directory)
+    )
+    assert data.choose_tokenizer(None, models.resolve_model("tiny"), 50257) == data.EMBEDDED
+
+
+def test_a_tokenizer_path_that_is_not_one_is_one_line(tmp_path):
+    from gpt2_fixtures.bench import models
+
+    tiny = models.resolve_model("tiny")
+    with pytest.raises(data.DataError, match="is not a directory"):
+        data.choose_tokenizer(str(tmp_path / "missing"), tiny, 50257)
+    with pytest.raises(data.DataError, match=r"has none of tokenizer\.json"):
+        data.choose_tokenizer(str(tmp_path), tiny, 50257)
+    assert data.choose_tokenizer("org/tok", tiny, 50257).source == "org/tok"  # a hub id
+
+
+def test_resolve_takes_the_tokenizer_option(tmp_path):
+    from gpt2_fixtures.bench import session
+
+    s = session.resolve(device="cpu", tokenizer="embedded")
+    assert s.tokenizer.source == "embedded" and "--gpt2-tokenizer" in s.tokenizer.why
+
+
+def test_machine_info_records_the_tokenizer_when_told():
+    from gpt2_fixtures.bench import session
+
+    assert "tokenizer" not in session.environment("cpu")
+    assert session.environment("cpu", tokenizer="embedded")["tokenizer"] == "embedded"

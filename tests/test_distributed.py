@@ -22,6 +22,7 @@ import torch
 
 from gpt2_fixtures.bench import distributed as d
 from gpt2_fixtures.config import Case, Recipe
+from gpt2_fixtures.results import scaling
 
 pytest_plugins = ["pytester"]
 
@@ -170,10 +171,10 @@ def _bench(strategy: str, world_size: int, tokens_per_s: float, **extra: Any) ->
 
 def test_scaling_efficiency_arithmetic() -> None:
     # 4 ranks at 3,200 tokens/s = 800 per rank, against 1,000 on one rank: 80 %.
-    assert d.scaling_efficiency(3200.0, 4, 1000.0) == pytest.approx(0.8)
-    assert d.scaling_efficiency(1000.0, 1, 1000.0) == 1.0
-    assert d.scaling_efficiency(None, 4, 1000.0) is None
-    assert d.scaling_efficiency(3200.0, 4, None) is None
+    assert scaling.scaling_efficiency(3200.0, 4, 1000.0) == pytest.approx(0.8)
+    assert scaling.scaling_efficiency(1000.0, 1, 1000.0) == 1.0
+    assert scaling.scaling_efficiency(None, 4, 1000.0) is None
+    assert scaling.scaling_efficiency(3200.0, 4, None) is None
 
 
 def test_fill_scaling_efficiency_matches_the_same_case() -> None:
@@ -184,7 +185,7 @@ def test_fill_scaling_efficiency_matches_the_same_case() -> None:
         _bench("ddp", 2, 900.0, seq_len=128),  # another case: stays null
         _bench("ddp", 4, 3000.0, scaling_efficiency=0.5),  # already set: kept
     ]
-    assert d.fill_scaling_efficiency(benches) == 2  # ddp w1 (1.0) and ddp w2
+    assert scaling.fill_scaling_efficiency(benches) == 2  # ddp w1 (1.0) and ddp w2
     efficiencies = [b["extra_info"]["scaling_efficiency"] for b in benches]
     assert efficiencies == [1.0, pytest.approx(0.9), None, None, 0.5]
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_benchmark import documented_keys
 
-from gpt2_fixtures.bench import generation, session
+from gpt2_fixtures.bench import generation, measure, session
 from gpt2_fixtures.bench.generation import GenerateOptions, TokenClock, TokenTimes
 from gpt2_fixtures.config import Case, parse_recipe
 
@@ -75,14 +76,30 @@ def test_token_clock_records_per_round_and_keeps_scores():
     assert clock.rounds_s() == [pytest.approx([0.5, 0.7]), pytest.approx([0.2])]
 
 
-def test_measured_rounds_drop_warmup():
-    clock = TokenClock(FakeClock([0, 1, 10, 12, 20, 23]))
-    for _ in range(3):
+def test_generation_metrics_keep_each_round_in_order():
+    # Three rounds: ttft 100, 300, 200 ms; tpot (t_last - t_first) / 2 = 50, 100, 25 ms.
+    rounds = [[0.1, 0.15, 0.2], [0.3, 0.4, 0.5], [0.2, 0.225, 0.25]]
+    m = generation.generation_metrics(rounds, 1, 8, 3)
+    assert m["ttft_round_ms"] == pytest.approx([100.0, 300.0, 200.0])
+    assert m["tpot_round_ms"] == pytest.approx([50.0, 100.0, 25.0])
+    assert m["ttft_ms"] == pytest.approx(200.0)
+    one_token = generation.generation_metrics([[0.1], [0.2]], 1, 8, 1)
+    assert one_token["ttft_round_ms"] == pytest.approx([100.0, 200.0])
+    assert one_token["tpot_round_ms"] is None  # no time per later token with one new token
+
+
+def test_timed_rounds_of_the_clock_exclude_warmup_and_settled_steps():
+    """The clock has a round per call of the step: 1 prepare, 2 warmup, 3 timed, 5 settled."""
+    clock = TokenClock(FakeClock([t for i in range(11) for t in (10.0 * i, 10.0 * i + i)]))
+    for _ in range(11):
         clock.start()
         clock(None, None)
-    state = generation.GenerationState(8, 1, clock)
-    assert generation.measured_rounds(state, 2) == [[2], [3]]
-    assert generation.measured_rounds(state, None) == [[1], [2], [3]]
+    measured = measure.Measured([0.3, 0.4, 0.5], {}, range(3, 6), 11)
+    rounds = measured.timed_of(clock.rounds_s())
+    assert rounds == [[3.0], [4.0], [5.0]]  # the timed calls, aligned with stats.data
+    m = generation.generation_metrics(rounds, 1, 8, 1)
+    assert len(m["ttft_round_ms"]) == len(measured.times)
+    assert m["ttft_ms"] == pytest.approx(4000.0)  # the last three rounds' mean would be 9000
 
 
 # -- options and grid --------------------------------------------------------------------------
@@ -240,3 +257,8 @@ def test_generation_and_distillation_benchmarks_write_their_keys(tmp_path):
     assert kd["phase"] == "distill" and (kd["teacher"], kd["student"]) == ("tiny-teacher", "tiny")
     assert (kd["temperature"], kd["alpha"]) == (2.0, 0.5)
     assert 0 < kd["teacher_share"] < 1 and math.isfinite(kd["kd_loss"])
+    # one latency per timed round, in stats.data's order (contract 4)
+    assert len(gen["ttft_round_ms"]) == len(gen["tpot_round_ms"]) == 2
+    assert gen["loss"] is None
+    undocumented = (gen.keys() | kd.keys()) - documented_keys()
+    assert not undocumented, f"extra_info keys missing from the README: {sorted(undocumented)}"

@@ -1,13 +1,13 @@
 """Metric arithmetic, memory trackers and the control workload (no timing asserted)."""
 
-import math
 import subprocess
 import sys
 
 import pytest
 import torch
+from fake_benchmark import FakeBenchmark
 
-from gpt2_fixtures.bench import measure
+from gpt2_fixtures.bench import measure, memory
 
 
 class FakeMemory:
@@ -30,6 +30,7 @@ def test_mean_std():
     assert measure.mean_std([2.0]) == (2.0, 0.0)
     mean, std = measure.mean_std([1.0, 2.0, 3.0])
     assert mean == 2.0 and std == pytest.approx(1.0)
+    assert measure.mean_std([]) == (None, None)
 
 
 def test_round_metrics_from_per_round_times():
@@ -39,9 +40,13 @@ def test_round_metrics_from_per_round_times():
         hooks.teardown()
     times = [0.5, 0.25, 1.0]
     m = measure.round_metrics(times, samples=4, tokens=4 * 128, hooks=hooks)
-    assert m["samples_per_s"] == pytest.approx((8 + 16 + 4) / 3)
+    # Throughput from the median round (0.5 s), as every table of medians shows it (contract 6);
+    # the mean of the per-round rates keeps its own name, the std stays the rates' std.
+    assert m["samples_per_s"] == pytest.approx(4 / 0.5)
+    assert m["samples_per_s_mean"] == pytest.approx((8 + 16 + 4) / 3)
     assert m["samples_per_s_std"] == pytest.approx(6.110100926607787)
     assert m["tokens_per_s"] == pytest.approx(m["samples_per_s"] * 128)
+    assert m["tokens_per_s_mean"] == pytest.approx(m["samples_per_s_mean"] * 128)
     assert m["tokens_per_s_std"] == pytest.approx(m["samples_per_s_std"] * 128)
     # The warmup round's 99 MB is dropped: only measured rounds count.
     assert m["peak_memory_mb"] == 12.0
@@ -98,12 +103,6 @@ def test_memory_tracker_kind_per_device():
     assert measure.CudaMemoryTracker.kind == "cuda_allocated"
 
 
-def test_finite_or_none():
-    assert measure.finite_or_none(1.5) == 1.5
-    assert measure.finite_or_none(math.nan) is None
-    assert measure.finite_or_none(None) is None
-
-
 def test_settled_memory_reads_one_peak_per_untimed_step():
     tracker = FakeMemory([500.0, 525.0, 500.0, 550.0, 500.0])
     tracker.kind = "cpu_rss"
@@ -144,6 +143,87 @@ def test_round_hooks_release_the_control_before_the_settled_steps():
     info = hooks.settled_memory(lambda: seen.append(hooks.control))
     assert seen == [None] * measure.SETTLED_ROUNDS  # no step ran beside the control's tensors
     assert info == {"peak_memory_mb": 400.0, "peak_memory_mb_std": 0.0}
+
+
+def test_settled_memory_footprint_is_the_peak_above_the_base():
+    tracker = FakeMemory([500.0, 525.0, 500.0, 550.0, 500.0])
+    tracker.kind = "cpu_rss"
+    info = measure.settled_memory(lambda: None, tracker, base_mb=420.0)
+    assert info["footprint_memory_mb"] == pytest.approx(130.0)
+    assert info["footprint_memory_mb_std"] == pytest.approx(info["peak_memory_mb_std"])
+
+
+def test_settled_footprint_is_reduced_per_rank_before_the_max():
+    tracker = FakeMemory([500.0] * measure.SETTLED_ROUNDS)
+    tracker.kind = "cpu_rss"
+    seen = []
+
+    def reduce(values):
+        seen.append(list(values))
+        return [v + 1 for v in values]
+
+    info = measure.settled_memory(lambda: None, tracker, reduce=reduce, base_mb=400.0)
+    assert seen[0] == [100.0] * measure.SETTLED_ROUNDS  # this rank's own footprints
+    assert info["footprint_memory_mb"] == 101.0 and info["peak_memory_mb"] == 501.0
+
+
+def test_resident_mb_follows_what_the_process_holds():
+    measure.trim_heap()
+    before = measure.resident_mb("cpu")
+    if before is None:
+        pytest.skip("no /proc/self/status on this system: no CPU footprint")
+    blob = torch.ones(64 * 1024 * 1024 // 4)  # 64 MiB, touched
+    held = measure.resident_mb("cpu")
+    del blob
+    assert held is not None and held >= before + 32
+
+
+def test_resident_mb_on_cuda_is_what_the_allocator_holds(monkeypatch):
+    """No GPU here: the CUDA branch reads memory_allocated of the case's device, nothing else."""
+    seen = []
+
+    def allocated(device=None):
+        seen.append(device)
+        return 3 * measure.MB
+
+    monkeypatch.setattr(torch.cuda, "memory_allocated", allocated)
+    assert measure.resident_mb("cuda:1") == 3.0
+    assert seen == [torch.device("cuda:1")]
+
+
+def test_measure_case_picks_the_timed_calls_out_of_every_call_of_the_step():
+    records = []
+    counted = measure.CountedStep(lambda: records.append(len(records)))
+    counted()  # a call before the rounds (prepare: compile, attention-kernel profile)
+    tracker = FakeMemory([1.0] * 20)
+    tracker.kind = "cpu_rss"
+    hooks = measure.RoundHooks(tracker, control=None)
+    m = measure.measure_case(FakeBenchmark(), counted, hooks, (3, 2), (1, 8), base_mb=0.5)
+    # 1 prepare + 2 warmup + 3 timed + 5 settled memory steps
+    assert counted.calls == len(records) == 1 + 2 + 3 + measure.SETTLED_ROUNDS
+    assert m.timed == range(3, 6)
+    assert m.timed_of(records) == [3, 4, 5]  # not the last three calls (settled steps)
+    assert len(m.timed_of(records)) == len(m.times)
+    assert m.info["footprint_memory_mb"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="per-call records"):
+        m.timed_of(records[:-1])
+
+
+def test_measure_case_reduces_every_per_round_value_across_ranks():
+    counted = measure.CountedStep(lambda: None)
+    tracker = FakeMemory([1.0] * 20)
+    tracker.kind = "cpu_rss"
+    hooks = measure.RoundHooks(tracker, control=None)
+    calls = []
+
+    def reduce(values):
+        calls.append(len(values))
+        return [v * 2 for v in values]
+
+    m = measure.measure_case(FakeBenchmark(), counted, hooks, (2, 0), (1, 1), reduce=reduce)
+    assert m.times == pytest.approx([0.2, 0.4])  # the job's rounds: the slowest rank's
+    assert hooks.peaks_mb == [2.0, 2.0]
+    assert m.info["peak_memory_mb"] == 2.0 and m.info["footprint_memory_mb"] is None
 
 
 def test_settled_memory_leaves_lifetime_peaks_alone():
@@ -201,12 +281,12 @@ def test_steady_malloc_keeps_a_warmed_up_training_step_free_of_page_faults():
 
 
 def test_malloc_setting_is_recorded_and_checked(monkeypatch):
-    monkeypatch.setattr(measure, "_malloc_setting", "system")
+    monkeypatch.setattr(memory, "_malloc_setting", "system")
     assert measure.configure_malloc("system") == "system" == measure.malloc_setting()
     with pytest.raises(ValueError, match="malloc mode 'fast': expected one of steady, system"):
         measure.configure_malloc("fast")
-    monkeypatch.setattr(measure, "_set_glibc_steady", lambda: False)  # musl, macOS
+    monkeypatch.setattr(memory, "_set_glibc_steady", lambda: False)  # musl, macOS
     assert measure.configure_malloc("steady") == "system"
-    monkeypatch.setattr(measure, "_set_glibc_steady", lambda: True)
+    monkeypatch.setattr(memory, "_set_glibc_steady", lambda: True)
     assert measure.configure_malloc("steady").startswith("glibc mmap_max=0")
     assert measure.malloc_setting() == measure.configure_malloc("steady")

@@ -66,3 +66,37 @@ def test_random_weights_are_seeded():
     a = models.build(spec, Recipe(), config)
     b = models.build(spec, Recipe(), config)
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def test_release_frees_what_the_caller_no_longer_holds():
+    """release() cannot drop a caller's references (the old release(*objects) pretended to):
+    the caller deletes its own, release() collects what is left, cycles included."""
+    import weakref
+
+    model = torch.nn.Linear(4, 4)
+    model.cycle = [model]  # only the cycle collector frees it
+    ref = weakref.ref(model)
+    with pytest.raises(TypeError):
+        models.release(model)  # type: ignore[call-arg]
+    del model
+    models.release()
+    assert ref() is None
+
+
+def test_unknown_model_with_the_hub_offline_names_every_source(monkeypatch):
+    from gpt2_fixtures.bench import hub, session
+    from gpt2_fixtures.config import PRESETS
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub.hub_reachable.cache_clear()
+    try:
+        with pytest.raises(hub.HubUnavailableError) as err:
+            session.resolve(device="cpu", model="gpt5")
+    finally:
+        hub.hub_reachable.cache_clear()
+    message = str(err.value)
+    assert (
+        "'gpt5' is neither a preset (" + ", ".join(PRESETS) + ") nor a local directory" in message
+    )
+    assert "nor in the local hub cache (hub offline" in message and "\n" not in message
+    assert "--gpt2-dataset" not in message and "text file" not in message

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers.pytorch_utils import Conv1D
 
-from gpt2_fixtures.bench import models, steps
+from gpt2_fixtures.bench import models, prepare, steps
 from gpt2_fixtures.bench import optimizations as opt
 from gpt2_fixtures.config import Recipe, parse_recipe
 
@@ -211,12 +211,12 @@ def test_padvocab_training_reproduces_the_unpadded_losses():
 
 def test_compile_step_counts_only_the_calls_that_compiled(monkeypatch):
     frames = iter([0, 1, 1, 2, 2, 2])  # before/after of three calls: compiles, compiles, not
-    monkeypatch.setattr(opt, "_frames_compiled", lambda: next(frames))
+    monkeypatch.setattr(prepare, "_frames_compiled", lambda: next(frames))
     calls = []
     assert opt.compile_step(lambda: calls.append(1)) >= 0.0
     assert len(calls) == 3
     frames_once = iter([5, 6, 6, 6])
-    monkeypatch.setattr(opt, "_frames_compiled", lambda: next(frames_once))
+    monkeypatch.setattr(prepare, "_frames_compiled", lambda: next(frames_once))
     calls.clear()
     opt.compile_step(lambda: calls.append(1))
     assert len(calls) == 2  # the second call compiled nothing: stop

@@ -1,24 +1,7 @@
 """Control workloads: a fixed computation timed before every round, to measure the machine's speed.
 
-The gate judges ``round_time / control_time`` where raw times drift with the machine's load
-(docs/gate.md). A control must not depend on the code under test, and must slow down as the step
-does when the machine slows down. Two kinds:
-
-- **twin** (GPT-2 models): a GPT-2-shaped network written here in plain torch -- not
-  transformers, not this project's optimizations -- at the case's vocabulary, width, heads,
-  layers, batch, sequence length and compute dtype, run in the case's phase (a forward; a
-  forward, backward and AdamW step; a prefill then one-token forwards). It does the step's mix
-  of work: the same matmul shapes, the memory-bound vocabulary projection, about as many
-  operator dispatches. Measured here (one 15-minute process on the 2-core VM, 40-round
-  windows): the training step's median over the windows spread 65%, its ratio to a matmul
-  control 16%, its ratio to the twin 5.6%.
-- **matmul**: a matmul loop sized to a quarter of the step's FLOPs, for models whose shape is
-  not GPT-2's. It tracks compute-bound slowdowns only.
-
-The layers of the twin share one block's weights: the same compute and dispatches as separate
-layers, without holding a second model in memory. On a CPU an int8 case's twin has its linear
-layers quantized with torch's dynamic int8, as the recipe's are: in an A/A of the CPU grid, an
-int8 step ran 48% slower in one process than in the other while an fp32 twin did not move.
+The gate judges ``round_time / control_time`` where raw times drift with the load; why the twin
+and how it was measured: docs/measuring.md, "Control workload".
 """
 
 from __future__ import annotations
@@ -34,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gpt2_fixtures.bench.measure import Control, synchronize
-from gpt2_fixtures.config import PRECISIONS, Case
+from gpt2_fixtures.bench.optimizations import DTYPES, TRAINING_PHASES
+from gpt2_fixtures.config import Case
 
 MATMUL = "matmul"
 TWIN = "twin"
@@ -76,7 +60,7 @@ class MatmulControl:
 
 def approx_step_flops(n_params: int, tokens: int, phase: str) -> float:
     """2N FLOPs per token forward, 6N with backward (Kaplan et al. 2020, section 2.1)."""
-    return (6 if phase in ("train", "distill") else 2) * n_params * tokens
+    return (6 if phase in TRAINING_PHASES else 2) * n_params * tokens
 
 
 @dataclass(frozen=True)
@@ -159,7 +143,7 @@ class TwinNet(nn.Module):
 
 
 class TwinControl:
-    """A GPT-2 of the case's shape in plain torch, run in the case's phase (module docstring).
+    """A GPT-2 of the case's shape in plain torch, run in the case's phase (docs/measuring.md).
     ``int8``: its linear layers dynamically quantized as the CPU int8 recipe's are."""
 
     def __init__(
@@ -217,6 +201,6 @@ def control_for(
     # The recipe's compute dtype: fp16/bf16 training keeps fp32 weights under autocast, but its
     # matmuls run in half precision, and those are what the twin must mirror. int8 on CUDA is
     # torchao's weight-only int8, which the twin does not mirror: it runs in fp32 there.
-    dtype = getattr(torch, PRECISIONS[case.recipe.precision])
+    dtype = DTYPES[case.recipe.precision]
     int8 = case.recipe.int8 and shape.phase != "train" and not device.startswith("cuda")
     return TwinControl(shape, device, dtype, int8=int8)

@@ -10,14 +10,17 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from gpt2_fixtures.bench import hub
+from gpt2_fixtures.bench.errors import first_line
+from gpt2_fixtures.config import GPT2_VOCAB_SIZE
+from gpt2_fixtures.results.files import atomic_write_text
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # gpt2_fixtures/data/
 TOKENIZER_DIR = DATA_DIR / "gpt2-tokenizer"
@@ -63,21 +66,90 @@ def check_tokenizer(tok: Any) -> Any:
     return tok
 
 
-def load_tokenizer(source: str, pretrained: bool) -> Any:
-    """The embedded tokenizer for presets; the model's own for a hub id or local directory."""
-    if not pretrained and not Path(source).is_dir():
+@dataclass(frozen=True)
+class TokenizerChoice:
+    """What tokenizes the text: ``source`` is ``embedded``, a local directory or a hub id;
+    ``why`` says how it was chosen (the run header prints it; ``extra_info["tokenizer"]`` is
+    ``source``)."""
+
+    source: str
+    why: str
+
+    def header(self) -> str:
+        return f"{self.source} ({self.why})"
+
+
+EMBEDDED = TokenizerChoice("embedded", "GPT-2's byte-level BPE, shipped in the package")
+# Files that hold a tokenizer's vocabulary (fast tokenizer, GPT-2 BPE, SentencePiece).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "spiece.model")
+TOKENIZER_OPTION = "--gpt2-tokenizer embedded|HUB_ID|PATH"
+
+
+def has_tokenizer_files(directory: str | Path) -> bool:
+    return any((Path(directory) / name).is_file() for name in TOKENIZER_FILES)
+
+
+def choose_tokenizer(requested: str | None, model: Any, vocab_size: int) -> TokenizerChoice:
+    """``--gpt2-tokenizer`` as given, else the model's own tokenizer where it has one, else the
+    embedded GPT-2 BPE when the model's vocabulary is GPT-2's. ``model`` is a ModelSpec."""
+    if requested is not None:
+        return _requested_tokenizer(requested)
+    if model.source == "hub" or (model.source == "preset" and model.pretrained):
+        return TokenizerChoice(model.load_from, "the model's own, from the hub or its cache")
+    if model.source == "preset":
+        return EMBEDDED
+    if has_tokenizer_files(model.load_from):
+        return TokenizerChoice(model.load_from, "the model's own")
+    if vocab_size == GPT2_VOCAB_SIZE:
+        return TokenizerChoice(
+            "embedded",
+            f"GPT-2's BPE: {model.name} has no tokenizer files and GPT-2's vocabulary of "
+            f"{GPT2_VOCAB_SIZE}",
+        )
+    raise DataError(
+        f"model directory {model.name!r} has no tokenizer files ({', '.join(TOKENIZER_FILES)}) "
+        f"and a vocabulary of {vocab_size}, not GPT-2's {GPT2_VOCAB_SIZE}: name its tokenizer "
+        f"with {TOKENIZER_OPTION}"
+    )
+
+
+def _requested_tokenizer(requested: str) -> TokenizerChoice:
+    if requested == "embedded":
+        return TokenizerChoice("embedded", f"GPT-2's BPE, as {TOKENIZER_OPTION.split()[0]} says")
+    path = Path(requested).expanduser()
+    if path.is_dir():
+        if not has_tokenizer_files(path):
+            raise DataError(
+                f"--gpt2-tokenizer {requested!r}: the directory has none of "
+                f"{', '.join(TOKENIZER_FILES)}"
+            )
+        return TokenizerChoice(str(path), "--gpt2-tokenizer")
+    if requested.startswith((".", "/", "~")) or path.exists():
+        raise DataError(
+            f"--gpt2-tokenizer {requested!r} is not a directory; expected embedded, a hub id or "
+            "a directory with tokenizer files"
+        )
+    return TokenizerChoice(requested, "--gpt2-tokenizer, from the hub or its cache")
+
+
+def load_tokenizer(choice: TokenizerChoice) -> Any:
+    """The chosen tokenizer, checked to encode text (an empty one would give no blocks)."""
+    if choice.source == "embedded":
         return embedded_tokenizer()
     from transformers import AutoTokenizer
 
-    local = Path(source).is_dir()
+    local = Path(choice.source).is_dir()
     try:
         tok = AutoTokenizer.from_pretrained(
-            source, local_files_only=local or hub.local_files_only(), trust_remote_code=False
+            choice.source, local_files_only=local or hub.local_files_only(), trust_remote_code=False
         )
     except (OSError, ValueError) as exc:
-        if local:  # a model directory saved without its tokenizer: GPT-2's is the right one
-            return embedded_tokenizer()
-        raise hub.explain("tokenizer", source, exc) from None
+        if local:
+            raise DataError(
+                f"cannot load the tokenizer in {choice.source!r}: {first_line(exc)}; choose one "
+                f"with {TOKENIZER_OPTION}"
+            ) from None
+        raise hub.explain("tokenizer", choice.source, exc) from None
     return check_tokenizer(tok)
 
 
@@ -176,19 +248,6 @@ def embedded_corpus_path() -> Path:
     if not path.exists():
         atomic_write_text(path, "\n".join(embedded_corpus_lines()) + "\n")
     return path
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and ``os.replace``: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------

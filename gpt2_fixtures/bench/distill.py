@@ -20,7 +20,6 @@ on a GPU, so the host never waits in the middle of the step; ``perf_counter`` on
 from __future__ import annotations
 
 import argparse
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,8 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from gpt2_fixtures.bench import models, optimizations
+from gpt2_fixtures.bench.errors import parse_finite
 from gpt2_fixtures.bench.generation import DeviceClock
-from gpt2_fixtures.bench.measure import synchronize
+from gpt2_fixtures.bench.measure import mean_std, synchronize
 from gpt2_fixtures.bench.steps import make_optimizer
 from gpt2_fixtures.config import PRESETS, Case, Recipe
 
@@ -54,20 +54,14 @@ DEFAULT_ALPHA = 0.5
 
 
 def parse_temperature(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
+    value = parse_finite(text)
+    if not value > 0:
         raise argparse.ArgumentTypeError(f"temperature {text} must be a finite number > 0")
     return value
 
 
 def parse_alpha(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = parse_finite(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(
             f"alpha {text} must be in [0, 1] (the KD term's share of the loss)"
@@ -297,11 +291,12 @@ class Distiller:
         self.state.last_lm = None if parts.lm is None else parts.lm.detach()
         synchronize(self.device)
 
-    def teacher_shares(self, n_last: int | None = None) -> list[float]:
-        """Teacher forward time / step time, per step (the last ``n_last`` steps)."""
-        stamps = self.state.stamps[-n_last:] if n_last else self.state.stamps
+    def teacher_shares(self) -> list[float]:
+        """Teacher forward time / step time, one per call of the step (``Measured.timed_of``
+        picks the timed rounds' among them)."""
         return [
-            teacher_share(self.clock.seconds(a, b), self.clock.seconds(a, c)) for a, b, c in stamps
+            teacher_share(self.clock.seconds(a, b), self.clock.seconds(a, c))
+            for a, b, c in self.state.stamps
         ]
 
 
@@ -326,7 +321,5 @@ def distill_step(
 
 
 def share_metrics(shares: Sequence[float]) -> dict[str, float | None]:
-    if not shares:
-        return {"teacher_share": None, "teacher_share_std": None}
-    std = statistics.stdev(shares) if len(shares) > 1 else 0.0
-    return {"teacher_share": statistics.fmean(shares), "teacher_share_std": std}
+    mean, std = mean_std(shares)
+    return {"teacher_share": mean, "teacher_share_std": std}

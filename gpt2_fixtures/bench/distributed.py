@@ -5,10 +5,8 @@ benchmarks/test_distributed.py``); only rank 0 writes results (``rank_zero_outpu
 runs on the first ``world_size`` ranks of the job (a sub-group when smaller than the job), so one
 launch can measure world size 1 and N and their scaling efficiency.
 
-Timing (docs/distributed.md, "Timing"): pedantic's untimed setup ends in a barrier, and the timed
-call is ``step(); barrier()``. A round on every rank therefore spans from the common start to the
-moment the slowest rank has finished: the job's step time, plus one barrier latency. The
-per-round times (and memory peaks, control times) are then reduced across ranks with MAX.
+A round spans from a common start (a barrier in pedantic's setup) to the slowest rank's end (a
+barrier after the step); per-round values are then reduced with MAX (docs/distributed.md, "Timing").
 """
 
 from __future__ import annotations
@@ -26,6 +24,7 @@ import torch.distributed as dist
 
 from gpt2_fixtures.bench import controls, data, measure, models, optimizations, steps
 from gpt2_fixtures.config import Case
+from gpt2_fixtures.results.scaling import scaling_efficiency, scaling_key
 
 STRATEGIES = ("ddp", "fsdp")
 NOT_LAUNCHED = (
@@ -358,51 +357,6 @@ def gather_strings(value: str, group: Any) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Scaling efficiency
-
-
-def scaling_key(info: Mapping[str, Any]) -> tuple[Any, ...]:
-    """Results that differ only in world size share this key."""
-    keys = ("model", "weights", "dataset", "device_name", "optimization", "strategy")
-    return (*(info.get(k) for k in keys), info.get("batch_size"), info.get("seq_len"))
-
-
-def scaling_efficiency(
-    tokens_per_s: float | None, world_size: int, single_rank_tokens_per_s: float | None
-) -> float | None:
-    """(tokens/s of N ranks / N) / tokens/s of 1 rank, with the per-rank batch fixed (weak
-    scaling). 1.0 is linear scaling."""
-    if not tokens_per_s or not single_rank_tokens_per_s or world_size < 1:
-        return None
-    return tokens_per_s / world_size / single_rank_tokens_per_s
-
-
-def fill_scaling_efficiency(benchmarks: Iterable[dict[str, Any]]) -> int:
-    """Fill ``scaling_efficiency`` where it is null and a world-size-1 result of the same case is
-    in ``benchmarks`` (e.g. after merging a 1-rank and an N-rank launch); returns how many."""
-    benches = list(benchmarks)
-    single = {
-        scaling_key(b["extra_info"]): b["extra_info"].get("tokens_per_s")
-        for b in benches
-        if (b.get("extra_info") or {}).get("strategy") and b["extra_info"].get("world_size") == 1
-    }
-    filled = 0
-    for b in benches:
-        info = b.get("extra_info") or {}
-        if not info.get("strategy") or info.get("scaling_efficiency") is not None:
-            continue
-        value = scaling_efficiency(
-            info.get("tokens_per_s"),
-            int(info.get("world_size") or 0),
-            single.get(scaling_key(info)),
-        )
-        if value is not None:
-            info["scaling_efficiency"] = value
-            filled += 1
-    return filled
-
-
-# ---------------------------------------------------------------------------------------------
 # Measuring
 
 
@@ -440,36 +394,26 @@ def measure_rounds(
         group=group,
         device=s.device,
     )
+    counted = measure.CountedStep(step)
 
     def synced_step() -> None:
-        step()
+        counted()
         barrier(group, s.device)  # the round ends when the slowest rank is done
 
-    prepared = optimizations.prepare(step, case.recipe, model)  # every rank: same calls
+    prepared = optimizations.prepare(counted, case.recipe, model)  # every rank: same calls
     barrier(group, s.device)
-    times = measure.run_pedantic(benchmark, synced_step, hooks, s.rounds, s.warmup)
-    barrier(group, s.device)
-    info = bench.describe(case, n_params) | prepared
+    result = measure.measure_case(
+        benchmark, counted, hooks, (s.rounds, s.warmup),
+        (case.batch_size * size, case.tokens * size), timed_step=synced_step,
+        reduce=lambda values: reduce_max(values, group, s.device), base_mb=bench.memory_base_mb,
+    )  # fmt: skip
+    info = bench.describe(case, n_params) | prepared | {"loss": None}
     info.update(world_size=size, strategy=dcase.strategy, tokens_per_s_per_rank=None)
-    if times is not None:
-        times = reduce_rounds(times, hooks, group, s.device)
-        info.update(measure.round_metrics(times, case.batch_size * size, case.tokens * size, hooks))
+    info |= result.info
+    if result.times is not None:
         info["tokens_per_s_per_rank"] = info["tokens_per_s"] / size
-        info.update(
-            hooks.settled_memory(synced_step, lambda peaks: reduce_max(peaks, group, s.device))
-        )
     # Per rank: each rank's batch over the job's step time; MFU per device is the job's MFU.
-    return info | bench.flops_info(case, times)
-
-
-def reduce_rounds(
-    times: list[float], hooks: measure.RoundHooks, group: Any, device: str
-) -> list[float]:
-    """The per-round max over ranks of the times, and of the hooks' peaks and control times."""
-    hooks.peaks_mb = reduce_max(hooks.peaks_mb, group, device)
-    hooks.reserved_mb = reduce_max(hooks.reserved_mb, group, device)
-    hooks.control_s = reduce_max(hooks.control_s, group, device)
-    return reduce_max(times, group, device)
+    return info | bench.flops_info(case, result.times)
 
 
 def train(benchmark: Any, bench: Any, world: World, dcase: DistCase, group: Any) -> dict[str, Any]:

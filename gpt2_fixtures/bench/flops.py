@@ -37,7 +37,6 @@ missing from the table -- unless the user passes ``--gpt2-peak-tflops``.
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import statistics
 from collections.abc import Sequence
@@ -46,8 +45,8 @@ from typing import Any
 
 import torch
 
-TRAINING_PHASES = ("train", "distill")
-
+from gpt2_fixtures.bench.errors import parse_finite
+from gpt2_fixtures.bench.optimizations import TRAINING_PHASES
 
 # ---------------------------------------------------------------------------------------------
 # FLOPs
@@ -148,8 +147,8 @@ def distill_flops(
 
 
 def achieved_tflops(step_flops: float, times_s: Sequence[float]) -> float:
-    """Mean over rounds of ``FLOPs / round time``, in TFLOP/s (the basis of ``tokens_per_s``)."""
-    return statistics.fmean(step_flops / t for t in times_s) / 1e12
+    """``FLOPs / median round time``, in TFLOP/s: the basis of ``tokens_per_s`` (contract 6)."""
+    return step_flops / statistics.median(times_s) / 1e12
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,12 +342,7 @@ def flops_metrics(
 
 def parse_peak_tflops(text: str) -> float:
     """``--gpt2-peak-tflops``: a finite number > 0, in TFLOP/s."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number; expected the device's peak in TFLOP/s, e.g. 989.5"
-        ) from None
-    if not math.isfinite(value) or value <= 0:
+    value = parse_finite(text, "; expected the device's peak in TFLOP/s, e.g. 989.5")
+    if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: the peak must be a finite number > 0")
     return value

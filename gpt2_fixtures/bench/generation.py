@@ -22,7 +22,6 @@ How the latencies are measured (docs/phases.md says the same for users):
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from typing import Any
 
 import torch
 
-from gpt2_fixtures.bench.measure import synchronize
+from gpt2_fixtures.bench.measure import mean_std, synchronize
 from gpt2_fixtures.config import Case, Recipe
 
 # Defaults per device type: 128 prompt tokens and 128 new ones on a GPU; the CPU default keeps
@@ -299,35 +298,29 @@ class TokenTimes:
         return None if n < 2 else (self.token_s[-1] - self.token_s[0]) / (n - 1)
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
-    if not values:
-        return None, None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def generation_metrics(
     rounds_s: Sequence[Sequence[float]], batch_size: int, prompt_len: int, new_tokens: int
 ) -> dict[str, Any]:
-    """TTFT, TPOT and decode throughput, mean and sample std over the given rounds."""
+    """TTFT, TPOT and decode throughput over the given rounds (the timed ones: see
+    ``Measured.timed_of``): mean, sample std, and ``ttft_round_ms``/``tpot_round_ms`` with one
+    entry per round, in the rounds' order (``tpot_round_ms`` is None with one new token)."""
     times = [TokenTimes(tuple(r)) for r in rounds_s]
-    ttft, ttft_std = _mean_std([t.ttft_s * 1e3 for t in times])
+    ttft_round = [t.ttft_s * 1e3 for t in times]
     tpots = [t.tpot_s for t in times if t.tpot_s is not None]
-    tpot, tpot_std = _mean_std([t * 1e3 for t in tpots])
+    tpot_round = [t * 1e3 for t in tpots]
+    ttft, ttft_std = mean_std(ttft_round)
+    tpot, tpot_std = mean_std(tpot_round)
     # A zero TPOT (clock resolution) would make the rate infinite: leave such rounds out.
-    dps, dps_std = _mean_std([batch_size / t for t in tpots if t > 0])
+    dps, dps_std = mean_std([batch_size / t for t in tpots if t > 0])
     return {
         "prompt_len": prompt_len,
         "new_tokens": new_tokens,
         "ttft_ms": ttft,
         "ttft_ms_std": ttft_std,
+        "ttft_round_ms": ttft_round,
         "tpot_ms": tpot,
         "tpot_ms_std": tpot_std,
+        "tpot_round_ms": tpot_round if len(tpot_round) == len(times) else None,
         "decode_tokens_per_s": dps,
         "decode_tokens_per_s_std": dps_std,
     }
-
-
-def measured_rounds(state: GenerationState, n_measured: int | None) -> list[list[float]]:
-    """The last ``n_measured`` rounds (warmup rounds come first); all when None."""
-    rounds = state.clock.rounds_s()
-    return rounds[-n_measured:] if n_measured else rounds

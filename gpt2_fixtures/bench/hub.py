@@ -12,11 +12,18 @@ import os
 import socket
 from urllib.parse import urlparse
 
+from gpt2_fixtures.bench.errors import first_line
+from gpt2_fixtures.config import PRESETS
+
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
-HINT = (
-    "use --gpt2-weights random with a preset (tiny, gpt2, ...), a local directory written by "
-    "save_pretrained, or --gpt2-dataset embedded / a local text file"
+MODEL_HINT = (
+    "use a preset (with --gpt2-weights random, offline), a local directory written by "
+    "save_pretrained, or a hub id that is in the cache"
 )
+HINTS = {
+    "dataset": "use --gpt2-dataset embedded or a local text file or folder of *.txt files",
+    "tokenizer": "use --gpt2-tokenizer embedded or a local directory with tokenizer files",
+}
 
 
 class HubUnavailableError(RuntimeError):
@@ -47,11 +54,20 @@ def local_files_only() -> bool:
 
 
 def explain(what: str, source: str, exc: BaseException) -> HubUnavailableError:
-    state = "offline" if not hub_reachable() else "online"
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    """One line for a hub load that failed; for a model it names the other sources it is not."""
+    offline = not hub_reachable()
+    state = "offline" if offline else "online"
+    if what == "model":
+        where = "in the local hub cache" if offline else "a model on the hub"
+        return HubUnavailableError(
+            f"cannot load model {source!r}: {source!r} is neither a preset "
+            f"({', '.join(PRESETS)}) nor a local directory nor {where} (hub {state}: "
+            f"{first_line(exc)}); {MODEL_HINT}"
+        )
+    where = "not in the local cache" if offline else "not found"
     return HubUnavailableError(
-        f"cannot load {what} {source!r} (hub {state}, not in the local cache or not found: "
-        f"{first_line[:200]}); {HINT}"
+        f"cannot load {what} {source!r} (hub {state}, {where}: {first_line(exc)}); "
+        f"{HINTS.get(what, MODEL_HINT)}"
     )
 
 

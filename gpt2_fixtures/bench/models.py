@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from gpt2_fixtures.bench import hub
+from gpt2_fixtures.bench.errors import first_line
 from gpt2_fixtures.config import PRESETS, Recipe
 
 
@@ -86,8 +87,7 @@ def model_config(spec: ModelSpec) -> Any:
         )
     except (OSError, ValueError) as exc:
         if local:
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "unreadable"
-            msg = f"model directory {spec.name!r} has no usable config.json: {reason}"
+            msg = f"model directory {spec.name!r} has no usable config.json: {first_line(exc)}"
             raise ModelError(msg) from None
         raise hub.explain("model", spec.name, exc) from None
 
@@ -119,8 +119,18 @@ def build(spec: ModelSpec, recipe: Recipe, config: Any, seed: int = 0) -> torch.
         )
     except OSError as exc:
         if local:
-            raise ModelError(f"cannot load weights from {spec.name!r}: {exc}") from None
+            raise ModelError(f"cannot load weights from {spec.name!r}: {first_line(exc)}") from None
         raise hub.explain("model", spec.name, exc) from None
+
+
+def import_model_code(config: Any, recipe: Recipe) -> None:
+    """Build the model once on the meta device (no memory): transformers imports its modeling
+    code on the first build, about 110 MB that the process keeps for good and that belongs to
+    no case, so it is paid before a case's footprint base is read (docs/measuring.md)."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        AutoModelForCausalLM.from_config(config, attn_implementation=recipe.attn_implementation)
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -128,9 +138,10 @@ def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-def release(*objects: Any) -> None:
-    """Drop the last references the caller passes in, then return memory to the allocator."""
-    del objects
+def release() -> None:
+    """Return the memory of models nobody refers to any more to the allocator (gc, CUDA's cache).
+
+    It cannot drop a caller's references: the caller deletes its own (``del model``) first."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -1,16 +1,16 @@
-"""The benchmark session: settings, and what is loaded once (tokenizer, blocks, one model).
+"""The benchmark session: what is loaded once (tokenizer, blocks, one model) and how a case is
+measured.
 
-``Settings`` is what the options resolve to (device-dependent defaults filled in);
 ``BenchSession`` is the object behind the session fixture. It holds one model at a time: a new
 model key frees the previous model before the next is built, so the peak memory of a case is
-never inflated by a model of an earlier case.
+never inflated by a model of an earlier case. Settings live in settings.py and machine facts in
+environment.py; the names the plugin uses are importable from here too.
 """
 
 from __future__ import annotations
 
-import platform
+import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -25,180 +25,21 @@ from gpt2_fixtures.bench import (
     models,
     optimizations,
 )
-from gpt2_fixtures.config import PRESETS, Case, Recipe, parse_recipes
-
-
-class SettingsError(ValueError):
-    """An option value that cannot run here; the message is one line."""
-
-
-# Defaults per device type. The CPU grid finishes in about 3 minutes on a 2-core machine with the
-# tiny preset; the CUDA grid is the classic sweep (batch 1/8/32 x length 128/512/1024).
-DEFAULTS = {
-    "cpu": {
-        "model": "tiny",
-        "batch_sizes": (1, 4),
-        "seq_lens": (64, 256),
-        # int8 runs in the infer and generate phases (train and distill skip it): +16 s on a
-        # quiet 2-core machine, 68 -> 84 s for the whole grid (docs/optimizations.md).
-        "optimizations": "eager-fp32,sdpa-fp32,int8",
-        "rounds": 20,
-        "warmup": 2,
-    },
-    "cuda": {
-        "model": "gpt2",
-        "batch_sizes": (1, 8, 32),
-        "seq_lens": (128, 512, 1024),
-        # Issue 3's grid: attention x precision, FlashAttention-2, int8, torch.compile
-        # (docs/optimizations.md). padvocab and fusedadam are opt-in: name them.
-        "optimizations": (
-            "eager-fp32,sdpa-fp32,eager-bf16,sdpa-bf16,flash2-bf16,sdpa-fp16,int8,sdpa-bf16-compile"
-        ),
-        "rounds": 20,
-        "warmup": 3,
-    },
-}
-
-
-@dataclass(frozen=True)
-class Settings:
-    device: str
-    model: str
-    weights: str
-    dataset: str
-    batch_sizes: tuple[int, ...]
-    seq_lens: tuple[int, ...]
-    recipes: tuple[Recipe, ...]
-    recipes_explicit: bool
-    rounds: int
-    warmup: int
-    n_positions: int
-    extra: dict[str, Any] = field(default_factory=dict)
-    # Phase-specific sweeps (docs/phases.md); None only when built by hand without them.
-    generate: generation.GenerateOptions | None = None
-    distill: distill.DistillOptions | None = None
-    # --gpt2-peak-tflops: the peak MFU divides by, instead of the device table's (flops.py).
-    peak_tflops: float | None = None
-    # --gpt2-control: the workload timed before every round (controls.py).
-    control: str = controls.TWIN
-
-    @property
-    def device_type(self) -> str:
-        return torch.device(self.device).type
-
-    def header(self) -> str:
-        recipes = ",".join(r.id for r in self.recipes)
-        return (
-            f"gpt2-bench: device={self.device} ({device_name(self.device)}) model={self.model} "
-            f"weights={self.weights} dataset={self.dataset} "
-            f"batch_sizes={','.join(map(str, self.batch_sizes))} "
-            f"seq_lens={','.join(map(str, self.seq_lens))} optimizations={recipes} "
-            f"rounds={self.rounds} warmup={self.warmup} cpu_threads={torch.get_num_threads()} "
-            f"malloc={measure.malloc_setting()} control={self.control}"
-            + "".join(f"\n  {p.header()}" for p in (self.generate, self.distill) if p)
-        )
-
-
-def resolve_device(requested: str) -> str:
-    if requested == "auto":
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if requested == "cpu":
-        return "cpu"
-    index = int(requested.split(":")[1]) if ":" in requested else 0
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if index >= count:
-        build = f"torch {torch.__version__}, CUDA {torch.version.cuda or 'not built in'}"
-        raise SettingsError(
-            f"--gpt2-device {requested}: this machine has {count} usable CUDA device(s) "
-            f"({build}); use --gpt2-device cpu or auto"
-        )
-    return f"cuda:{index}"
-
-
-def set_cpu_threads(threads: int | None) -> None:
-    """Intra-op threads for CPU kernels; recorded as ``cpu_threads`` in machine_info.
-
-    On a machine shared with other work, torch's default of one thread per core makes small
-    steps wait on each other's OpenMP threads (measured here: a 32-token tiny generation took
-    4-5 s on two threads under load and 0.6 s on one).
-    """
-    if threads is not None:
-        torch.set_num_threads(threads)
-
-
-def device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    return cpu_model()
-
-
-def resolve(
-    *,
-    device: str = "auto",
-    model: str | None = None,
-    weights: str = "auto",
-    dataset: str = "embedded",
-    batch_sizes: tuple[int, ...] | None = None,
-    seq_lens: tuple[int, ...] | None = None,
-    recipes: tuple[Recipe, ...] | None = None,
-    rounds: int | None = None,
-    warmup: int | None = None,
-    prompt_lens: tuple[int, ...] | None = None,
-    new_tokens: tuple[int, ...] | None = None,
-    teacher: str | None = None,
-    student: str | None = None,
-    kd_temperature: float | None = None,
-    kd_alpha: float | None = None,
-    peak_tflops: float | None = None,
-    control: str = controls.TWIN,
-) -> Settings:
-    """Fill the device-dependent defaults and check what can be checked before collection."""
-    dev = resolve_device(device)
-    defaults = DEFAULTS["cuda" if dev.startswith("cuda") else "cpu"]
-    name = model or str(defaults["model"])
-    spec = models.resolve_model(name, weights)
-    n_positions = (
-        PRESETS[name].n_positions
-        if spec.source == "preset" and not spec.pretrained
-        else models.max_positions(models.model_config(spec))
-    )
-    lens = seq_lens or tuple(defaults["seq_lens"])  # type: ignore[arg-type]
-    too_long = [s for s in lens if s > n_positions]
-    if too_long:
-        raise SettingsError(
-            f"--gpt2-seq-lens {','.join(map(str, too_long))}: model {name!r} has "
-            f"n_positions={n_positions}; use lengths <= {n_positions}"
-        )
-    if dataset not in ("embedded", "wikitext-2"):
-        data.text_files(dataset)  # raises DataError naming the path when it does not exist
-    grid_batches = batch_sizes or tuple(defaults["batch_sizes"])  # type: ignore[arg-type]
-    try:  # phase defaults apply where the user left batch sizes / lengths unset
-        gen = generation.resolve_options(
-            torch.device(dev).type, prompt_lens, new_tokens, batch_sizes, grid_batches, n_positions
-        )
-        kd = distill.resolve_options(
-            torch.device(dev).type, weights, teacher, student, kd_temperature, kd_alpha,
-            batch_sizes, seq_lens, (grid_batches, lens),
-        )  # fmt: skip
-    except ValueError as exc:
-        raise SettingsError(str(exc)) from None
-    return Settings(
-        device=dev,
-        model=name,
-        weights="pretrained" if spec.pretrained else "random",
-        dataset=dataset,
-        batch_sizes=batch_sizes or tuple(defaults["batch_sizes"]),  # type: ignore[arg-type]
-        seq_lens=lens,
-        recipes=recipes or parse_recipes(str(defaults["optimizations"])),
-        recipes_explicit=recipes is not None,
-        rounds=rounds or int(defaults["rounds"]),  # type: ignore[call-overload]
-        warmup=int(defaults["warmup"]) if warmup is None else warmup,  # type: ignore[call-overload]
-        n_positions=n_positions,
-        generate=gen,
-        distill=kd,
-        peak_tflops=peak_tflops,
-        control=control,
-    )
+from gpt2_fixtures.bench.environment import (  # noqa: F401  re-exported for the plugin
+    cpu_model,
+    device_name,
+    environment,
+)
+from gpt2_fixtures.bench.errors import first_line
+from gpt2_fixtures.bench.settings import (  # noqa: F401  re-exported for the plugin
+    DEFAULTS,
+    Settings,
+    SettingsError,
+    resolve,
+    resolve_device,
+    set_cpu_threads,
+)
+from gpt2_fixtures.config import Case
 
 
 class BenchSession:
@@ -219,19 +60,29 @@ class BenchSession:
         # The distill phase's second slot, tied to the current model key and freed with it.
         self._teacher: torch.nn.Module | None = None
         self._configs: dict[models.ModelSpec, Any] = {}
+        # What the process held just before the current model was built (measure.resident_mb):
+        # the base of every case's footprint_memory_mb while that model lives.
+        self._base_mb: float | None = None
 
     # -- data ----------------------------------------------------------------------------------
     @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
-            self._tokenizer = data.load_tokenizer(self.spec.load_from, self.spec.pretrained)
+            self._tokenizer = data.load_tokenizer(self.settings.tokenizer)
         return self._tokenizer
 
     def blocks(self, seq_len: int) -> torch.Tensor:
+        """Packed blocks of ``seq_len`` tokens, made once; what making them holds belongs to the
+        session, so it is added to the footprint's base when a model is already built."""
         if seq_len not in self._blocks:
+            dev = self.settings.device
+            before = measure.resident_mb(dev) if self._base_mb is not None else None
             if self._text is None:
                 self._text = data.load_text(self.settings.dataset)
             self._blocks[seq_len] = data.pack_blocks(self._text, self.tokenizer, seq_len)
+            after = measure.resident_mb(dev) if before is not None else None
+            if self._base_mb is not None and before is not None and after is not None:
+                self._base_mb += after - before
         return self._blocks[seq_len]
 
     def batch(self, case: Case) -> torch.Tensor:
@@ -268,6 +119,11 @@ class BenchSession:
         if key != self._model_key:
             self.free_model()
             spec = self.spec_for(case.phase)
+            # What the process keeps for good (data, tokenizer, model code) is no case's own:
+            # loaded before the footprint's base is read.
+            self.blocks(case.seq_len)
+            models.import_model_code(self.config_of(spec), case.recipe)
+            self._base_mb = measure.resident_mb(self.settings.device)
             built = models.build(spec, case.recipe, self.config_of(spec))
             self._model_n_params = models.n_params(built)
             dev = self.settings.device
@@ -295,7 +151,13 @@ class BenchSession:
 
     def free_model(self) -> None:
         self._model, self._model_key, self._teacher = None, None, None
+        self._base_mb = None
         models.release()
+
+    @property
+    def memory_base_mb(self) -> float | None:
+        """The base of the current model's cases' ``footprint_memory_mb`` (None: no model)."""
+        return self._base_mb
 
     # -- measuring -----------------------------------------------------------------------------
     def measure(
@@ -305,8 +167,8 @@ class BenchSession:
         step: Callable[[], None],
         model: torch.nn.Module,
         tokens: int | None = None,
-    ) -> dict[str, Any]:
-        """Time ``step`` round by round and return the case's ``extra_info`` measurements.
+    ) -> measure.Measured:
+        """Time ``step`` round by round; ``.info`` holds the case's ``extra_info`` measurements.
 
         ``tokens``: tokens per step counted in ``tokens_per_s`` (default ``case.tokens``; the
         generate phase counts generated tokens); it also sizes the control workload.
@@ -314,19 +176,20 @@ class BenchSession:
         s = self.settings
         n = self._model_n_params if model is self._model else models.n_params(model)
         tokens = case.tokens if tokens is None else tokens
+        counted = measure.CountedStep(step)
         hooks = measure.RoundHooks(
             measure.memory_tracker(s.device),
             controls.control_for(model, s.device, case, tokens, n, s.control),
         )
-        prepared = optimizations.prepare(step, case.recipe, model)  # compile_s, attn_kernel
-        times = measure.run_pedantic(benchmark, step, hooks, s.rounds, s.warmup)
-        info = self.describe(case, n) | prepared
-        if times is not None:
-            info.update(measure.round_metrics(times, case.batch_size, tokens, hooks))
-            info.update(hooks.settled_memory(step))
-        info |= self.flops_info(case, times)
+        prepared = optimizations.prepare(counted, case.recipe, model)  # compile_s, attn_kernel
+        result = measure.measure_case(
+            benchmark, counted, hooks, (s.rounds, s.warmup), (case.batch_size, tokens),
+            base_mb=self._base_mb,
+        )  # fmt: skip
+        info = self.describe(case, n) | prepared | {"loss": None} | result.info
+        info |= self.flops_info(case, result.times)
         info["max_logit_diff"] = self.logit_diff(case, model)
-        return info
+        return dataclasses.replace(result, info=info)
 
     def flops_info(self, case: Case, times: list[float] | None) -> dict[str, Any]:
         """``flops_per_step``, ``achieved_tflops``, ``mfu``, ``peak_tflops`` (see flops.py)."""
@@ -385,6 +248,7 @@ class BenchSession:
             "seq_len": case.seq_len,
             "n_params": n_params,
             "dataset": self.settings.dataset,
+            "tokenizer": self.settings.tokenizer.source,
         } | self._phase_keys(case)
 
     def _phase_keys(self, case: Case) -> dict[str, Any]:
@@ -425,61 +289,8 @@ def skip_reason(case: Case, s: Settings) -> str | None:
 
 def out_of_memory_message(name: str, exc: BaseException) -> str:
     """One line: which case, how much memory it held and tried to get."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
+    first = first_line(exc, 240) if str(exc).strip() else "out of memory"
     held = ""
     if torch.cuda.is_available():
         held = f"; {torch.cuda.max_memory_allocated() / measure.MB:.0f} MB peak allocated"
-    return f"{name}: out of memory ({first[:240]}{held}); memory released, the grid goes on"
-
-
-def environment(device: str) -> dict[str, Any]:
-    """Versions, device and numerics settings that decide whether two results are comparable."""
-    import datasets
-    import transformers
-
-    cuda = device.startswith("cuda")
-    info: dict[str, Any] = {
-        "device": device,
-        "device_type": torch.device(device).type,
-        "device_name": device_name(device),
-        "device_count": torch.cuda.device_count() if torch.cuda.is_available() else 0,
-        "cuda_version": torch.version.cuda,
-        "driver_version": _driver_version() if cuda else None,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "datasets": datasets.__version__,
-        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
-        "bf16_supported": bool(cuda and torch.cuda.is_bf16_supported()),
-        "cpu_model": cpu_model(),
-        "cpu_threads": torch.get_num_threads(),
-        "malloc": measure.malloc_setting(),
-        "python": platform.python_version(),
-    }
-    if cuda:
-        major, minor = torch.cuda.get_device_capability(torch.device(device))
-        info["compute_capability"] = f"{major}.{minor}"
-    return info
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _driver_version() -> str | None:
-    """The NVIDIA driver version through NVML, when pynvml is installed (CUDA torch wheels)."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        version = pynvml.nvmlSystemGetDriverVersion()
-        return version.decode() if isinstance(version, bytes) else str(version)
-    except Exception:  # no NVML: the field stays empty rather than guessed
-        return None
+    return f"{name}: out of memory ({first}{held}); memory released, the grid goes on"

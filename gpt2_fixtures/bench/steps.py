@@ -7,7 +7,7 @@ is prepared when the closure is made, so the timed call holds only the work itse
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,7 +22,6 @@ class StepState:
     """What a step leaves behind for the record (read after timing, never inside it)."""
 
     last_loss: torch.Tensor | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def loss(self) -> float | None:
         return None if self.last_loss is None else float(self.last_loss.detach().float().item())
