@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gpt2_fixtures.results import ab
+from gpt2_fixtures.results import ab, pooling
 
 ROOT = Path(__file__).resolve().parents[1]
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
@@ -55,7 +55,7 @@ def test_order_alternates_who_goes_first() -> None:
 def test_pooled_mean_std_equals_the_union() -> None:
     a, b = [1.0, 2.0, 4.0], [3.0, 5.0]
     parts = [(statistics.fmean(x), statistics.stdev(x), len(x)) for x in (a, b)]
-    mean, std = ab._pooled_mean_std(parts)
+    mean, std = pooling.pooled_mean_std(parts)
     assert mean == pytest.approx(3.0)
     assert std == pytest.approx(1.5811388, rel=1e-6)  # stdev of [1, 2, 4, 3, 5]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -21,8 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gpt2_fixtures.results import files, gate
-from gpt2_fixtures.results.metrics import EXTRA_METRICS, std_key
+from gpt2_fixtures.results import files, gate, pooling
 
 
 class AbError(Exception):
@@ -107,83 +105,12 @@ def order(repeats: int) -> list[str]:
 # --- pooling -----------------------------------------------------------------------------------
 
 
-def _pooled_mean_std(parts: Sequence[tuple[float, float, int]]) -> tuple[float, float]:
-    """Mean and standard deviation of the union of groups given as (mean, std, n).
-
-    Total sum of squares = within-group (n-1)s^2 plus between-group n(mean - grand mean)^2.
-    """
-    n = sum(k for _, _, k in parts)
-    mean = sum(m * k for m, _, k in parts) / n
-    ss = sum((k - 1) * s * s + k * (m - mean) ** 2 for m, s, k in parts)
-    return mean, (ss / (n - 1)) ** 0.5 if n > 1 else 0.0
-
-
-def _stats(data: list[float]) -> dict[str, Any]:
-    return {
-        "min": min(data),
-        "max": max(data),
-        "mean": statistics.fmean(data),
-        "stddev": statistics.stdev(data) if len(data) > 1 else 0.0,
-        "median": statistics.median(data),
-        "rounds": len(data),
-        "iterations": 1,
-        "data": data,
-    }
-
-
-def _pool_entry(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    first = entries[0]
-    data = [x for e in entries for x in e["stats"].get("data") or []]
-    if not data:
-        raise AbError(f"{first['name']}: no per-round samples to pool")
-    infos = [dict(e.get("extra_info") or {}) for e in entries]
-    rounds = [len(e["stats"].get("data") or []) for e in entries]
-    info = dict(infos[0])
-    info.update(_pooled_round_lists(infos, rounds))
-    for metric in EXTRA_METRICS:  # every metric the gate judges, from the one registry
-        info.update(_pooled_metric(metric.key, std_key(metric), infos, rounds))
-    return {**first, "stats": _stats(data), "extra_info": info}
-
-
-def _pooled_round_lists(infos: Sequence[Mapping[str, Any]], rounds: Sequence[int]) -> dict:
-    """Per-round lists (``control_round_s``, ``ttft_round_ms`` ...) concatenated in run order; a
-    list is pooled only when every run has it aligned with its rounds, else it becomes None."""
-    keys = {k for info in infos for k, v in info.items() if isinstance(v, list)}
-    out: dict[str, Any] = {}
-    for key in sorted(keys):
-        parts = [info.get(key) for info in infos]
-        aligned = all(
-            isinstance(p, list) and len(p) == n for p, n in zip(parts, rounds, strict=True)
-        )
-        out[key] = [x for p in parts for x in p] if aligned else None  # type: ignore[union-attr]
-    return out
-
-
-def _pooled_metric(
-    key: str, std: str, infos: Sequence[Mapping[str, Any]], rounds: Sequence[int]
-) -> dict[str, Any]:
-    """Mean (and std, when every run recorded one) over the union of the runs' rounds; nothing
-    when some run lacks the metric (the first run's value alone would pass for all of them)."""
-    values = [info.get(key) for info in infos]
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-        return {key: None} if any(v is not None for v in values) else {}
-    stds = [info.get(std) for info in infos]
-    has_std = all(isinstance(s, int | float) for s in stds)
-    parts = [
-        (float(v), float(s) if has_std else 0.0, n)  # type: ignore[arg-type]
-        for v, s, n in zip(values, stds, rounds, strict=True)
-    ]
-    mean, pooled_std = _pooled_mean_std(parts)
-    return {key: mean, std: pooled_std} if has_std else {key: mean}
-
-
 def pool_results(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One result whose benchmarks hold the rounds of all `docs`, in run order."""
-    by_name: dict[str, list[Mapping[str, Any]]] = {}
-    for doc in docs:
-        for bench in doc["benchmarks"]:
-            by_name.setdefault(bench["fullname"], []).append(bench)
-    pooled = {**docs[0], "benchmarks": [_pool_entry(v) for v in by_name.values()]}
+    try:
+        pooled = pooling.pool_results(docs, "A/B runs")
+    except files.UnusableInput as err:
+        raise AbError(str(err)) from None
     pooled["pooled_from"] = len(docs)
     return pooled
 

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gpt2_fixtures.results import files
+from gpt2_fixtures.results import files, pooling
 from gpt2_fixtures.results.files import (
     UnusableInput,
     load_result,
@@ -20,10 +20,8 @@ from gpt2_fixtures.results.files import (
 )
 from gpt2_fixtures.results.gate import samples
 from gpt2_fixtures.results.metrics import (
-    EXTRA_METRICS,
     METRICS,
     NORMALISED,
-    ROUND_LIST_KEYS,
     TIME,
     Metric,
 )
@@ -104,34 +102,6 @@ def check_environment(
 # --- calibrated baselines: several processes pooled ---------------------------------------------
 
 
-def _pooled_mean_std(parts: Sequence[tuple[float, float, int]]) -> tuple[float, float]:
-    """Mean and std of the union of groups given as (mean, std, n): within-group (n-1)s^2 plus
-    between-group n(mean - grand mean)^2."""
-    n = sum(k for _, _, k in parts)
-    mean = sum(m * k for m, _, k in parts) / n
-    ss = sum((k - 1) * s * s + k * (m - mean) ** 2 for m, s, k in parts)
-    return mean, (ss / (n - 1)) ** 0.5 if n > 1 else 0.0
-
-
-def _stats(data: list[float]) -> dict[str, Any]:
-    q1, _, q3 = statistics.quantiles(data, n=4) if len(data) > 1 else (data[0],) * 3
-    return {
-        "min": min(data),
-        "max": max(data),
-        "mean": statistics.fmean(data),
-        "stddev": statistics.stdev(data) if len(data) > 1 else 0.0,
-        "median": statistics.median(data),
-        "q1": q1,
-        "q3": q3,
-        "iqr": q3 - q1,
-        "rounds": len(data),
-        "iterations": 1,
-        "total": sum(data),
-        "ops": 1 / statistics.fmean(data),
-        "data": data,
-    }
-
-
 def _rel_spread(values: Sequence[float]) -> float:
     """Between-process spread: the sample std of per-process values over their mean."""
     return statistics.stdev(values) / abs(statistics.fmean(values))
@@ -177,37 +147,6 @@ def _spreads(entries: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     return out
 
 
-def _concat(entries: Sequence[Mapping[str, Any]], key: str) -> list[float] | None:
-    lists = [samples.info(e).get(key) for e in entries]
-    if not all(isinstance(x, list) for x in lists):
-        return None  # pooled only when every process recorded it aligned with its rounds
-    return [float(v) for x in lists for v in x or []]
-
-
-def _pool_entry(entries: Sequence[Mapping[str, Any]], label: str) -> dict[str, Any]:
-    first = entries[0]
-    data = [x for e in entries for x in samples.round_times(e) or []]
-    if len(data) != sum(int(e["stats"]["rounds"]) for e in entries):
-        raise UnusableInput(f"{label}: benchmark {first['name']}: no per-round samples to pool")
-    info = dict(samples.info(first))
-    for key in ROUND_LIST_KEYS:
-        if key in info:
-            info[key] = _concat(entries, key)
-    for metric in EXTRA_METRICS:
-        raw = [samples.info(e).get(metric.key) for e in entries]
-        if any(v is None for v in raw):
-            continue
-        values = [float(v) for v in raw if v is not None]
-        stds = [float(samples.info(e).get(metric.std_key) or 0.0) for e in entries]
-        counts = [int(e["stats"]["rounds"]) for e in entries]
-        parts = list(zip(values, stds, counts, strict=True))
-        mean, std = _pooled_mean_std(parts)
-        # memory: the median process (a peak, not an average); means: the pooled mean
-        info[metric.key] = statistics.median(values) if metric.test == "effect" else mean
-        info[metric.std_key] = std
-    return {**first, "stats": _stats(data), "extra_info": info}
-
-
 def pool_results(
     docs: Sequence[Mapping[str, Any]], labels: Sequence[str], calibrate: bool = True
 ) -> dict[str, Any]:
@@ -221,11 +160,8 @@ def pool_results(
             raise UnusableInput(
                 f"{label}: benchmark {other} is not in every result: pool runs of one grid"
             )
-    by_name: dict[str, list[Mapping[str, Any]]] = {}
-    for doc in docs:
-        for bench in doc["benchmarks"]:
-            by_name.setdefault(bench["fullname"], []).append(bench)
-    pooled = {**docs[0], "benchmarks": [_pool_entry(v, labels[0]) for v in by_name.values()]}
+    by_name = pooling.by_fullname(docs)
+    pooled = pooling.pool_results(docs, labels[0])
     if calibrate:
         pooled[samples.CALIBRATION_KEY] = {
             "processes": len(docs),
