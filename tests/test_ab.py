@@ -162,7 +162,8 @@ def test_ab_on_the_tiny_grid(tmp_path: Path) -> None:
         "--base", "HEAD", "--repeats", "1", "--repo", str(repo), "--out", str(out), "--", *grid
     )
     assert args.pytest_args[0] == "--"
-    assert ab.run_ab_command(args) in (0, 1)
+    # 3 rounds a side: the gate may judge (0, 1) or say it could not (3); never a crash (2)
+    assert ab.run_ab_command(args) in (0, 1, 3)
     base = json.loads((out / "base-pooled.json").read_text())
     head = json.loads((out / "head-pooled.json").read_text())
     for doc in (base, head):

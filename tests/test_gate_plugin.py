@@ -95,7 +95,7 @@ def test_bad_alpha_stops_before_running(pytester: pytest.Pytester, baseline: Pat
     write_bench(pytester, mem=400.0)
     result = run(pytester, f"--gpt2-baseline={baseline}", "--gpt2-alpha=5")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--gpt2-alpha: must be in (0, 1), got 5*"])
+    result.stderr.fnmatch_lines(["*--gpt2-alpha: '5' must be in (0, 1)*"])
     result.stdout.no_fnmatch_line("*passed*")
 
 

@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from gpt2_fixtures import config
 from gpt2_fixtures.results import files, gate
 from gpt2_fixtures.results import history_detect as detect
 from gpt2_fixtures.results import history_series as hs
@@ -71,16 +72,6 @@ def analyse(
 # --- command line -------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_history_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "paths", nargs="+", help="result files, or folders of them (e.g. .benchmarks/<machine>/)"
@@ -102,7 +93,7 @@ def add_history_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--min-segment",
-        type=_positive_int,
+        type=config.parse_positive_int,
         default=MIN_SEGMENT,
         help="commits needed on each side of a change point. Default: %(default)r",
     )

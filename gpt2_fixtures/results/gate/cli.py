@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from gpt2_fixtures import config
 from gpt2_fixtures.results import files
 from gpt2_fixtures.results.gate.compare import gate_documents
 from gpt2_fixtures.results.gate.model import (
@@ -45,41 +46,6 @@ def _threshold_arg(text: str) -> tuple[str | None, str, Threshold]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    return value
-
-
-def _alpha_arg(text: str) -> float:
-    value = _number(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
-    return value
-
-
-def _tolerance_arg(text: str) -> float:
-    value = text[:-1] if text.endswith("%") else ""
-    try:
-        fraction = float(value) / 100
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a percentage such as 25%, got {text!r}"
-        ) from None
-    if not fraction > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0%, got {text}")
-    return fraction
-
-
-def _positive_arg(text: str) -> float:
-    value = _number(text)
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
-    return value
-
-
 def gate_options() -> list[tuple[str, dict[str, Any]]]:
     """The gate's options, declared once: ``--NAME`` for `compare` and `ab`, ``--gpt2-NAME`` in
     the pytest plugin (whose parser is argparse too)."""
@@ -101,7 +67,7 @@ def gate_options() -> list[tuple[str, dict[str, Any]]]:
         (
             "alpha",
             {
-                "type": _alpha_arg,
+                "type": config.parse_open_fraction,
                 "default": settings.alpha,
                 "help": "significance level of the whole comparison, split over its benchmarks. "
                 "Default: %(default)r",
@@ -119,7 +85,7 @@ def gate_options() -> list[tuple[str, dict[str, Any]]]:
         (
             "control-tolerance",
             {
-                "type": _tolerance_arg,
+                "type": config.parse_percentage,
                 "default": settings.control_tolerance,
                 "metavar": "PCT%",
                 "help": "how far apart the control workload's medians of the two sides may be "
@@ -149,7 +115,7 @@ def gate_options() -> list[tuple[str, dict[str, Any]]]:
         (
             "spread-k",
             {
-                "type": _positive_arg,
+                "type": config.parse_positive_float,
                 "default": settings.spread_k,
                 "metavar": "K",
                 "help": "with a calibrated baseline, a benchmark's threshold is at least K x its "

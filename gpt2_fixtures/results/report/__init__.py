@@ -30,6 +30,7 @@ from gpt2_fixtures.results.report.document import (
     render_report,
     run,
     summary_statistics,
+    write_plots,
     write_report,
 )
 from gpt2_fixtures.results.report.plots import (
@@ -39,7 +40,6 @@ from gpt2_fixtures.results.report.plots import (
     plot_speedup_bars,
     plot_speedup_heatmap,
     plot_throughput,
-    write_plots,
 )
 from gpt2_fixtures.results.report.tables import (
     MISSING,

@@ -18,7 +18,15 @@ from gpt2_fixtures.results.report.cases import (
     phases_in,
     speedups,
 )
-from gpt2_fixtures.results.report.plots import MEMORY_NOTE, Plot, write_plots
+from gpt2_fixtures.results.report.plots import (
+    MEMORY_NOTE,
+    NOT_SIGNIFICANT,
+    Plot,
+    plot_generation,
+    plot_memory,
+    plot_speedup_heatmap,
+    plot_throughput,
+)
 from gpt2_fixtures.results.report.tables import (
     baseline_table,
     noise_warning,
@@ -28,6 +36,54 @@ from gpt2_fixtures.results.report.tables import (
 
 # machine_info["gpt2"] facts that make two runs' times incomparable when they differ
 _MACHINE_KEYS = ("device", "device_name", "cpu_model", "cpu_threads", "device_count")
+
+
+# --------------------------------------------------------------------------------------------
+# Which plots a report holds, and their captions
+
+
+def write_plots(cases: Sequence[CaseResult], out_dir: Path) -> dict[str, list[Plot]]:
+    """Every plot the results support, per phase; a plot without data is left out."""
+    plots: dict[str, list[Plot]] = {}
+    for phase in phases_in(cases):
+        in_phase = [c for c in cases if c.phase == phase]
+        drawn = [
+            (
+                plot_speedup_heatmap(phase, in_phase, out_dir / f"speedup_{phase}.png"),
+                "Speedup",
+                f"Median step time of {REFERENCE_RECIPE} divided by that of each recipe, per "
+                "batch size and length, with its 95% interval: green is faster, red slower, "
+                f"grey ({NOT_SIGNIFICANT}) not significantly different.",
+            ),
+            (
+                plot_memory(phase, in_phase, out_dir / f"memory_{phase}.png"),
+                "Peak memory",
+                f"Process peak memory against batch size ({MEMORY_NOTE}), one line per recipe.",
+            ),
+            (
+                plot_memory(
+                    phase, in_phase, out_dir / f"footprint_{phase}.png", "footprint_memory_mb"
+                ),
+                "Memory footprint",
+                "Each case's own memory above the process before its model was built: "
+                "independent of the cases that ran before it.",
+            ),
+            (
+                plot_throughput(phase, in_phase, out_dir / f"throughput_{phase}.png"),
+                "Throughput",
+                "Tokens per second against sequence length, one panel per batch size.",
+            ),
+        ]
+        if phase == "generate":
+            drawn.append(
+                (
+                    plot_generation(in_phase, out_dir / "generation_latency.png"),
+                    "Generation latency",
+                    "Time to first token (prefill) and time per output token (decode).",
+                )
+            )
+        plots[phase] = [Plot(p, t, cap) for p, t, cap in drawn if p is not None]
+    return plots
 
 
 def _environment_lines(results: Mapping[str, Any]) -> list[str]:
