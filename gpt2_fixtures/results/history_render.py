@@ -224,12 +224,12 @@ def _plot(group: Any, key: tuple[str, str], changes: list[detect.ChangePoint], p
     fig.text(
         0.01,
         0.003,
-        "grey: rounds; line: per-commit median (or mean); bar: IQR of rounds (or ±1 std); dashed: "
-        "change point before its first bad commit (red: regression, green: improvement)",
+        "grey: rounds; line: per-commit median (or mean); bar: IQR of rounds (or ±1 std)\n"
+        "dashed: change point before its first bad commit (red: regression, green: improvement)",
         fontsize=6.5,
         color="0.3",
     )
-    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    fig.tight_layout(rect=(0, 0.035, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
