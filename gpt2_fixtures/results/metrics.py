@@ -81,9 +81,7 @@ METRICS: dict[str, Metric] = {
     m.key: m for m in (TIME, TIME_RATIO, *EXTRA_METRICS, *NORMALISED.values())
 }
 # extra_info keys holding per-round lists aligned with stats.data (validated like stats.data)
-ROUND_LIST_KEYS: tuple[str, ...] = ("control_round_s", "ttft_round_ms", "tpot_round_ms")
-
-
-def std_key(metric: Metric) -> str:
-    """The extra_info key that holds the per-round standard deviation beside a mean."""
-    return metric.std_key
+ROUND_LIST_KEYS: tuple[str, ...] = (
+    "control_round_s",
+    *dict.fromkeys(m.rounds_key for m in EXTRA_METRICS if m.rounds_key),
+)

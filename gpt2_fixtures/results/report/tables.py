@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gpt2_fixtures.results.metrics import EXTRA_METRICS, Metric, std_key
+from gpt2_fixtures.results.metrics import EXTRA_METRICS, Metric
 from gpt2_fixtures.results.report.cases import (
     REFERENCE_RECIPE,
     CaseResult,
@@ -111,7 +111,7 @@ def metric_header(metric: Metric) -> str:
 def fmt_metric(case: CaseResult, metric: Metric) -> str:
     value = case.metric(metric.key)
     fmt = fmt_percent if metric.unit == "" else fmt_number  # unitless: a fraction (MFU)
-    std = case.metric(std_key(metric))
+    std = case.metric(metric.std_key)
     return fmt(value) if std is None or value is None else f"{fmt(value)} ± {fmt(std)}"
 
 
@@ -279,7 +279,7 @@ def baseline_ratios(case: CaseResult, baseline: CaseResult) -> dict[str, Ratio |
     """this / baseline per metric (median time, then every registry metric), with intervals."""
     out: dict[str, Ratio | None] = {"median": time_ratio(case, baseline)}
     for m in EXTRA_METRICS:
-        out[m.key] = metric_ratio(case, baseline, m.key, std_key(m))
+        out[m.key] = metric_ratio(case, baseline, m.key, m.std_key)
     return out
 
 
