@@ -6,7 +6,7 @@ set, to a comma-separated list of:
           whatever the machine's load, since the extra time scales with the step's time)
   mem=F   before a benchmark's first step, a buffer of F times the process's current memory (CPU
           RSS, or CUDA allocated bytes) is allocated, touched and held through that benchmark's
-          rounds, so every round's peak includes it
+          rounds, so every round's peak includes it; it is freed when the test ends
 The product code knows nothing about this: the hook wraps gpt2_fixtures.bench.measure.run_pedantic.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 ENV = "GPT2_BENCH_INJECT"
-_HELD: list[Any] = []  # the injected memory, alive until the process ends
+_HELD: list[Any] = []  # the injected memory of the benchmark running now
 
 
 def parse(spec: str) -> dict[str, float]:
@@ -82,7 +82,7 @@ def pytest_configure(config: pytest.Config) -> None:
         benchmark: Any, step: Callable[[], None], hooks: Any, *args: Any, **kwargs: Any
     ) -> Any:
         device = getattr(getattr(hooks, "control", None), "device", "cpu")
-        _HELD.clear()  # each benchmark gets its own buffer, sized on its own footprint
+        _HELD.clear()  # each benchmark gets its own buffer, sized on the process it finds
         return original(benchmark, _wrap(step, spec, device), hooks, *args, **kwargs)
 
     measure.run_pedantic = run_pedantic  # type: ignore[assignment]
@@ -90,6 +90,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 _KEY = pytest.StashKey[dict[str, float]]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """Give the buffer back once its benchmark is done: held on, it would sit in the resident
+    set the next case reads as its footprint's base, and so hide from that case's footprint."""
+    _HELD.clear()
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
