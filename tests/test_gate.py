@@ -543,16 +543,23 @@ def test_gate_quality_uses_pytest_benchmarks_own_check() -> None:
     assert gq.pytest_benchmark_fails(base, doc(bench(data=[1.04] * 3)), "median:5%") == 0
 
 
-def test_gate_inject_parses_and_holds_memory() -> None:
+def test_gate_inject_parses_and_adds_memory_to_every_step() -> None:
+    from gpt2_fixtures.bench import memory
+
     inject = _load_tool("gate_inject")
     assert inject.parse("slow=0.25, mem=0.02") == {"slow": 0.25, "mem": 0.02}
     assert inject.parse("") == {}
     with pytest.raises(pytest.UsageError):
         inject.parse("fast=2")
-    inject._hold_memory(0.001, "cpu")
-    (buf,) = inject._HELD
-    assert len(buf) == pytest.approx(0.001 * inject._current_bytes("cpu"), rel=0.05)
-    inject._HELD.clear()
+    calls = []
+    step = inject.wrap(lambda: calls.append(1), {"mem": 0.01}, "cpu")
+    resident = inject.current_bytes("cpu")
+    step()
+    (size,) = step.size  # 1% of what the process held at the first call
+    assert size == pytest.approx(0.01 * resident, rel=0.1)
+    # the extra tensor is alive while the step runs, and gone after it
+    assert memory.step_allocated_mb(step) == pytest.approx(size / memory.MB, rel=0.001)
+    assert step.size == [size] and calls == [1, 1]
 
 
 def test_memory_noise_band_from_the_per_round_spread() -> None:

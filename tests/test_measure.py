@@ -108,8 +108,9 @@ def test_settled_memory_reads_one_peak_per_untimed_step():
     tracker.kind = "cpu_rss"
     calls = []
     info = measure.settled_memory(lambda: calls.append(tracker.resets), tracker)
-    # every step runs right after its own reset
-    assert calls == list(range(1, measure.SETTLED_ROUNDS + 1))
+    # every step runs right after its own reset; then one profiled step (step_allocated_mb)
+    assert calls == [*range(1, measure.SETTLED_ROUNDS + 1), measure.SETTLED_ROUNDS]
+    assert info["step_allocated_mb"] == 0.0  # the step allocated no tensor
     assert info["peak_memory_mb"] == 550.0
     assert info["peak_memory_mb_std"] == pytest.approx(22.36, abs=0.01)
 
@@ -118,7 +119,7 @@ def test_settled_memory_combines_ranks_before_the_statistics():
     tracker = FakeMemory([500.0] * measure.SETTLED_ROUNDS)
     tracker.kind = "cpu_rss"
     info = measure.settled_memory(lambda: None, tracker, reduce=lambda p: [x + 100 for x in p])
-    assert info == {"peak_memory_mb": 600.0, "peak_memory_mb_std": 0.0}
+    assert info == {"peak_memory_mb": 600.0, "peak_memory_mb_std": 0.0, "step_allocated_mb": 100.0}
 
 
 def test_settled_memory_on_cuda_reads_reserved_too():
@@ -141,8 +142,9 @@ def test_round_hooks_release_the_control_before_the_settled_steps():
     hooks = measure.RoundHooks(tracker, Twin())
     seen = []
     info = hooks.settled_memory(lambda: seen.append(hooks.control))
-    assert seen == [None] * measure.SETTLED_ROUNDS  # no step ran beside the control's tensors
-    assert info == {"peak_memory_mb": 400.0, "peak_memory_mb_std": 0.0}
+    # no step ran beside the control's tensors: the five settled ones nor the profiled one
+    assert seen == [None] * (measure.SETTLED_ROUNDS + 1)
+    assert info == {"peak_memory_mb": 400.0, "peak_memory_mb_std": 0.0, "step_allocated_mb": 0.0}
 
 
 def test_settled_memory_footprint_is_the_peak_above_the_base():
@@ -199,8 +201,8 @@ def test_measure_case_picks_the_timed_calls_out_of_every_call_of_the_step():
     tracker.kind = "cpu_rss"
     hooks = measure.RoundHooks(tracker, control=None)
     m = measure.measure_case(FakeBenchmark(), counted, hooks, (3, 2), (1, 8), base_mb=0.5)
-    # 1 prepare + 2 warmup + 3 timed + 5 settled memory steps
-    assert counted.calls == len(records) == 1 + 2 + 3 + measure.SETTLED_ROUNDS
+    # 1 prepare + 2 warmup + 3 timed + 5 settled memory steps + 1 profiled for allocations
+    assert counted.calls == len(records) == 1 + 2 + 3 + measure.SETTLED_ROUNDS + 1
     assert m.timed == range(3, 6)
     assert m.timed_of(records) == [3, 4, 5]  # not the last three calls (settled steps)
     assert len(m.timed_of(records)) == len(m.times)
@@ -290,3 +292,23 @@ def test_malloc_setting_is_recorded_and_checked(monkeypatch):
     monkeypatch.setattr(memory, "_set_glibc_steady", lambda: True)
     assert measure.configure_malloc("steady").startswith("glibc mmap_max=0")
     assert measure.malloc_setting() == measure.configure_malloc("steady")
+
+
+def test_step_allocated_mb_counts_the_tensors_a_step_holds_at_its_peak():
+    """Exact on a CPU, where the resident set is not: 40 MB more held through the step's peak
+    is 40 MB more, a buffer freed before the peak adds nothing, and memory alive before the
+    step is not counted."""
+    kept = torch.ones(8 * 2**20, dtype=torch.uint8)  # alive before: not the step's
+
+    def step(extra_mb: int = 0, early_mb: int = 0) -> None:
+        early = torch.ones(early_mb * 2**20, dtype=torch.uint8)
+        del early
+        held = torch.ones(extra_mb * 2**20, dtype=torch.uint8)
+        work = torch.ones(16 * 2**20, dtype=torch.uint8)
+        del work, held
+
+    plain = memory.step_allocated_mb(step)
+    assert plain == pytest.approx(16.0, abs=0.01)
+    assert memory.step_allocated_mb(lambda: step(extra_mb=40)) == pytest.approx(56.0, 0.001)
+    assert memory.step_allocated_mb(lambda: step(early_mb=10)) == pytest.approx(16.0, 0.001)
+    assert kept.sum() > 0

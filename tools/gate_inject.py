@@ -2,17 +2,18 @@
 
 Loaded with `-p gate_inject` (tools/ on PYTHONPATH); it does nothing unless GPT2_BENCH_INJECT is
 set, to a comma-separated list of:
-  slow=F  every timed step sleeps F times its own duration after it ran (F=0.25: 25% slower,
+  slow=F  every step sleeps F times its own duration after it ran (F=0.25: 25% slower,
           whatever the machine's load, since the extra time scales with the step's time)
-  mem=F   before a benchmark's first step, a buffer of F times the process's current memory (CPU
-          RSS, or CUDA allocated bytes) is allocated, touched and held through that benchmark's
-          rounds, so every round's peak includes it; it is freed when the test ends
-The product code knows nothing about this: the hook wraps gpt2_fixtures.bench.measure.run_pedantic.
+  mem=F   every step first allocates (and fills) a tensor of F times what the process held when
+          the benchmark's first step ran (CPU RSS, or CUDA allocated bytes) and frees it when
+          the step is done: an activation the step now keeps, in its peak on every reading
+          (the settled memory steps' resident set, step_allocated_mb, CUDA's allocator peak)
+The product code knows nothing about this: the hook wraps gpt2_fixtures.bench.measure.measure_case,
+so the timed rounds and the untimed memory steps run the injected step alike.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 import time
 from collections.abc import Callable
@@ -21,7 +22,6 @@ from typing import Any
 import pytest
 
 ENV = "GPT2_BENCH_INJECT"
-_HELD: list[Any] = []  # the injected memory of the benchmark running now
 
 
 def parse(spec: str) -> dict[str, float]:
@@ -34,7 +34,7 @@ def parse(spec: str) -> dict[str, float]:
     return out
 
 
-def _current_bytes(device: str) -> int:
+def current_bytes(device: str) -> int:
     if device.startswith("cuda"):
         import torch
 
@@ -43,30 +43,24 @@ def _current_bytes(device: str) -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _hold_memory(fraction: float, device: str) -> None:
-    n = int(fraction * _current_bytes(device))
-    if device.startswith("cuda"):
-        import torch
+def wrap(step: Callable[[], None], spec: dict[str, float], device: str) -> Callable[[], None]:
+    """``step`` with the injected regression; the extra memory is sized on its first call."""
+    size: list[int] = []
 
-        _HELD.append(torch.ones(n, dtype=torch.uint8, device=device))
-        return
-    # An anonymous mapping, not malloc: a large malloc/free would move glibc's dynamic mmap
-    # threshold and change how the step's own allocations are placed (and so its peak).
-    buf = mmap.mmap(-1, n)
-    for offset in range(0, n, mmap.PAGESIZE):  # touch every page so it is resident
-        buf[offset] = 1
-    _HELD.append(buf)
-
-
-def _wrap(step: Callable[[], None], spec: dict[str, float], device: str) -> Callable[[], None]:
     def injected() -> None:
-        if "mem" in spec and not _HELD:
-            _hold_memory(spec["mem"], device)
+        held = None
+        if "mem" in spec:
+            import torch
+
+            size[:] = size or [int(spec["mem"] * current_bytes(device))]
+            held = torch.ones(size[0], dtype=torch.uint8, device=device)  # filled: resident
         start = time.perf_counter()
         step()
         if "slow" in spec:
             time.sleep(spec["slow"] * (time.perf_counter() - start))
+        del held
 
+    injected.size = size  # type: ignore[attr-defined]  # the bytes added, once sized
     return injected
 
 
@@ -76,27 +70,19 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     from gpt2_fixtures.bench import measure
 
-    original = measure.run_pedantic
+    original = measure.measure_case
 
-    def run_pedantic(
-        benchmark: Any, step: Callable[[], None], hooks: Any, *args: Any, **kwargs: Any
-    ) -> Any:
+    def measure_case(benchmark: Any, step: Any, hooks: Any, *args: Any, **kwargs: Any) -> Any:
         device = getattr(getattr(hooks, "control", None), "device", "cpu")
-        _HELD.clear()  # each benchmark gets its own buffer, sized on the process it finds
-        return original(benchmark, _wrap(step, spec, device), hooks, *args, **kwargs)
+        run = kwargs.get("timed_step") or step
+        kwargs["timed_step"] = wrap(run, spec, device)
+        return original(benchmark, step, hooks, *args, **kwargs)
 
-    measure.run_pedantic = run_pedantic  # type: ignore[assignment]
+    measure.measure_case = measure_case  # type: ignore[assignment]
     config.stash[_KEY] = spec
 
 
 _KEY = pytest.StashKey[dict[str, float]]()
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_runtest_teardown(item: pytest.Item) -> None:
-    """Give the buffer back once its benchmark is done: held on, it would sit in the resident
-    set the next case reads as its footprint's base, and so hide from that case's footprint."""
-    _HELD.clear()
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

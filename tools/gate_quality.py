@@ -48,12 +48,13 @@ from pytest_benchmark.utils import parse_compare_fail  # noqa: E402
 
 from gpt2_fixtures.results import baseline as baseline_io  # noqa: E402
 from gpt2_fixtures.results import files, gate  # noqa: E402
+from gpt2_fixtures.results.gate.model import CALIBRATED_TIME_REL  # noqa: E402
 
 INJECTED: dict[str, str] = {"slow25": "slow=0.25", "slow10": "slow=0.10", "mem5": "mem=0.05"}
 KINDS: dict[str, str] = {"aa": "", **INJECTED}
 DEFAULT_GRID = "benchmarks --gpt2-device cpu --gpt2-model tiny --gpt2-threads 1"
 TIME_METRICS = ("time", "time/control")
-MEMORY_METRICS = ("peak_memory_mb", "footprint_memory_mb")
+MEMORY_METRICS = ("peak_memory_mb", "footprint_memory_mb", "step_allocated_mb")
 
 
 def run_one(path: Path, inject: str, grid: Sequence[str], threads: int | None) -> float:
@@ -252,6 +253,16 @@ def markdown(figures: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def settings_text(settings: gate.GateSettings) -> str:
+    time_thr = settings.thresholds.base["time"]
+    if "time" not in settings.thresholds.explicit:
+        time_thr = f"{time_thr} ({CALIBRATED_TIME_REL:.0%} calibrated)"
+    return (
+        f"alpha={settings.alpha} (Holm), time={time_thr}, spread_k={settings.spread_k:g}, "
+        f"peak_memory_mb={settings.thresholds.base['peak_memory_mb']}"
+    )
+
+
 def _fmt_load(loads: Sequence[float] | None) -> str:
     return "unknown" if not loads else "/".join(f"{x:.1f}" for x in loads)
 
@@ -326,9 +337,7 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         "hog_procs": args.hog_procs,
         "check": args.check,
         "machine": f"{fp['cpu_model']}, {os.cpu_count()} cores, torch {fp['torch']}",
-        "settings": f"alpha={settings.alpha}, time={settings.thresholds.base['time']}, "
-        f"spread_k={settings.spread_k:g}, peak_memory_mb="
-        f"{settings.thresholds.base['peak_memory_mb']}",
+        "settings": settings_text(settings),
         "when": time.strftime("%Y-%m-%d"),
         # other work on the machine during the runs: the 1-minute load average after each run
         "load_average": [min(loads), statistics.median(loads), max(loads)] if loads else None,

@@ -60,6 +60,9 @@ EXTRA_METRICS: tuple[Metric, ...] = (
     Metric("peak_reserved_mb", "MB", True, False, "effect", floor=2.0),
     # the case's own footprint, independent of which cases ran before it (contract 5)
     Metric("footprint_memory_mb", "MB", True, False, "effect", floor=1.0),
+    # off CUDA: the tensor memory a settled step allocates beyond what was alive before it,
+    # from the profiler's allocation events (exact, where the resident set is not)
+    Metric("step_allocated_mb", "MB", True, False, "effect", floor=1.0),
 )
 
 

@@ -12,8 +12,10 @@ from gpt2_fixtures import config
 from gpt2_fixtures.results import files
 from gpt2_fixtures.results.gate.compare import gate_documents
 from gpt2_fixtures.results.gate.model import (
+    CALIBRATED_TIME_REL,
     CONTROL_TOLERANCES,
     DEFAULT_THRESHOLDS,
+    TIME_REL,
     GateSettings,
     Threshold,
     Thresholds,
@@ -61,7 +63,9 @@ def gate_options() -> list[tuple[str, dict[str, Any]]]:
                 "metavar": "[PATTERN@]METRIC=PCT%[:FLOOR]",
                 # argparse %-formats help strings: the thresholds' own % signs are escaped.
                 "help": "override a threshold, globally or for benchmarks matching PATTERN; "
-                f"repeatable. Defaults: {defaults}".replace("%", "%%"),
+                f"repeatable. Defaults: {defaults}; against a calibrated baseline the "
+                f"time-like {TIME_REL:.0%} defaults are {CALIBRATED_TIME_REL:.0%}, raised to "
+                "k x the benchmark's between-process spread".replace("%", "%%"),
             },
         ),
         (
@@ -69,8 +73,8 @@ def gate_options() -> list[tuple[str, dict[str, Any]]]:
             {
                 "type": config.parse_open_fraction,
                 "default": settings.alpha,
-                "help": "significance level of the whole comparison, split over its benchmarks. "
-                "Default: %(default)r",
+                "help": "significance level of the whole comparison, per metric (Holm's "
+                "step-down over its benchmarks). Default: %(default)r",
             },
         ),
         (

@@ -8,13 +8,14 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gpt2_fixtures.results import baseline as baseline_io
 from gpt2_fixtures.results import files
 from gpt2_fixtures.results.gate import samples
 from gpt2_fixtures.results.gate.model import (
+    CALIBRATED_TIME_REL,
     CONTROL_TOLERANCES,
     DRIFT,
     IMPROVED,
@@ -25,6 +26,7 @@ from gpt2_fixtures.results.gate.model import (
     NOT_SELECTED,
     PASS,
     REGRESSION,
+    TIME_REL,
     GateResult,
     GateSettings,
     Row,
@@ -33,6 +35,7 @@ from gpt2_fixtures.results.gate.model import (
 )
 from gpt2_fixtures.results.gate.stats import (
     MIN_ROUNDS,
+    holm_levels,
     judge,
     log_welch_p,
     mean_change_ci,
@@ -58,23 +61,32 @@ class _Pair:
     base: Mapping[str, Any]
     cur: Mapping[str, Any]
     settings: GateSettings
-    alpha: float  # per-benchmark significance level (Bonferroni)
+    alpha: float  # per-test significance level at the start of Holm's step-down (Bonferroni)
     baseline_doc: Result
     typical: Mapping[str, float]  # the calibrated baseline's median spread per metric
+    # (name, metric) -> the level Holm's step-down granted a test it rejected
+    levels: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return str(self.cur["name"])
+
+    def level(self, metric: Metric) -> float:
+        """The significance level this benchmark's test of ``metric`` is judged at."""
+        return self.levels.get((self.name, metric.key), self.alpha)
 
     def threshold(self, metric: Metric) -> Threshold:
         """The configured threshold, raised for a calibrated baseline of n processes to
         k x spread x sqrt(1 + 1/n): the current process differs from the pooled baseline by one
         process's spread plus that of the mean of n. The spread is the benchmark's own, at least
         the grid's median."""
-        thr = self.settings.thresholds.lookup(self.name, self.cur["fullname"], metric.key)
+        thr, explicit = self.settings.thresholds.find(self.name, self.cur["fullname"], metric.key)
         own = samples.spread(self.baseline_doc, self.base["fullname"], metric.key)
         if own is None:
             return thr
+        if not explicit and thr.rel == TIME_REL:
+            # the measured spread, not the uncalibrated default, guards against process noise
+            thr = Threshold(CALIBRATED_TIME_REL, thr.floor)
         spread = max(own, self.typical.get(metric.key, 0.0))
         n = int((samples.calibration(self.baseline_doc) or {}).get("processes") or 1)
         k = self.settings.spread_k
@@ -92,18 +104,31 @@ def compare(baseline: Result, current: Result, settings: GateSettings | None = N
     base_by = {b["fullname"]: b for b in baseline["benchmarks"]}
     cur_by = {b["fullname"]: b for b in current["benchmarks"]}
     shared = [f for f in cur_by if f in base_by]
-    # Bonferroni over the benchmarks compared: a grid of 25 cases tested at 1% each would raise
-    # a false alarm in about 1 run of 5 by chance alone; alpha bounds the whole comparison.
+    # A grid of 25 cases tested at 1% each would raise a false alarm in about 1 run of 5 by
+    # chance alone: alpha bounds the whole comparison, per metric, by Holm's step-down over the
+    # benchmarks compared. It starts at Bonferroni's alpha / m and is as safe, but a test that
+    # comes after rejected ones is held to alpha / (m - rejected), so a change that slows every
+    # case is not judged as if each case were the only one moved (Holm 1979).
     alpha = settings.alpha / max(1, len(shared))
+    typical = samples.typical_spreads(baseline)
+    pairs = [
+        _Pair(base_by[f], cur, settings, alpha, baseline, typical)
+        for f, cur in cur_by.items()
+        if f in base_by
+    ]
+    judged = [_compare_benchmark(pair) for pair in pairs]
+    tests = [(r.benchmark, r.metric, r.p_value) for bench_rows, _ in judged for r in bench_rows]
+    levels = holm_levels(tests, settings.alpha, len(shared))
+    if levels:  # p-values do not depend on the levels: judge again at the levels granted
+        judged = [_compare_benchmark(replace(pair, levels=levels)) for pair in pairs]
+    by_name = {pair.cur["fullname"]: bench for pair, bench in zip(pairs, judged, strict=True)}
     rows: list[Row] = []
     bases_used: set[str] = set()
-    typical = samples.typical_spreads(baseline)
     for fullname, cur in cur_by.items():
         if fullname not in base_by:
             rows.append(_new_row(cur, baseline))
             continue
-        pair = _Pair(base_by[fullname], cur, settings, alpha, baseline, typical)
-        bench_rows, basis = _compare_benchmark(pair)
+        bench_rows, basis = by_name[fullname]
         bases_used.add(basis)
         rows.extend(bench_rows)
     failed = [c for c in files.failed_cases(current) if c["fullname"] not in cur_by]
@@ -116,8 +141,9 @@ def compare(baseline: Result, current: Result, settings: GateSettings | None = N
     notes = [*_basis_notes(bases_used), *_calibration_notes(baseline)]
     if len(shared) > 1:
         notes.append(
-            f"significance: alpha {settings.alpha:g} for the whole comparison, split over "
-            f"{len(shared)} benchmarks (Bonferroni: each test needs p < {alpha:.2g})"
+            f"significance: alpha {settings.alpha:g} for the whole comparison, per metric, by "
+            f"Holm's step-down over {len(shared)} benchmarks (the smallest p needs "
+            f"p < {alpha:.2g}, the next p < {settings.alpha / max(1, len(shared) - 1):.2g}, ...)"
         )
     return GateResult(
         rows=tuple(rows),
@@ -245,7 +271,7 @@ def _row(pair: _Pair, metric: Metric, b: float | None, c: float | None, **kw: An
         return Row(
             pair.name, metric.key, metric.unit, b, c, change, low, high, p, str(thr), verdict, note
         )
-    change, verdict = judge(metric, b, c, p, thr, pair.alpha)
+    change, verdict = judge(metric, b, c, p, thr, pair.level(metric))
     return Row(
         pair.name, metric.key, metric.unit, b, c, change, low, high, p, str(thr), verdict, note
     )
@@ -259,6 +285,7 @@ def _rounds_row(pair: _Pair, metric: Metric, b: list[float], c: list[float], not
         why = f"too few rounds ({len(b)} and {len(c)}; {MIN_ROUNDS} needed): not judged"
         return _row(pair, metric, b_med, c_med, verdict=INCONCLUSIVE, note=why)
     low, high = rounds_change_ci(c, b)
+    # the test is chosen at the strictest level, so p does not change with Holm's levels
     if min_rounds_p(len(c), len(b)) < pair.alpha:
         p = one_sided_rounds_p(c, b)
     else:

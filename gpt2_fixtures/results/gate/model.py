@@ -50,6 +50,10 @@ class Threshold:
 # baseline raises a benchmark's threshold to k x its between-process spread.
 TIME_REL = 0.10
 MEMORY_REL = 0.01
+# Against a calibrated baseline the time-like default is the smallest change worth failing a
+# pull request for: the benchmark's own k x spread, not this, guards against process noise
+# there (figures: docs/gate.md). An explicit --threshold is used as given.
+CALIBRATED_TIME_REL = 0.05
 DEFAULT_THRESHOLDS: dict[str, Threshold] = {
     # normalised rows (time/control, ttft_ms/control, ...) use their raw metric's threshold
     m.key: Threshold(MEMORY_REL if m.test == "effect" else TIME_REL, m.floor)
@@ -88,24 +92,35 @@ class Thresholds:
     # (pattern, metric, threshold): the pattern is an exact name/fullname or an fnmatch pattern
     per_benchmark: tuple[tuple[str, str, Threshold], ...] = ()
 
+    # metrics whose global threshold was set on the command line (not the default)
+    explicit: frozenset[str] = frozenset()
+
     def override(self, specs: Sequence[tuple[str | None, str, Threshold]]) -> Thresholds:
         base = dict(self.base)
         per_benchmark = list(self.per_benchmark)
+        explicit = set(self.explicit)
         for pattern, metric, threshold in specs:
             if pattern is None:
                 base[metric] = threshold
+                explicit.add(metric)
             else:
                 per_benchmark.append((pattern, metric, threshold))
-        return replace(self, base=base, per_benchmark=tuple(per_benchmark))
+        return replace(
+            self, base=base, per_benchmark=tuple(per_benchmark), explicit=frozenset(explicit)
+        )
 
     def lookup(self, name: str, fullname: str, metric: str) -> Threshold:
+        return self.find(name, fullname, metric)[0]
+
+    def find(self, name: str, fullname: str, metric: str) -> tuple[Threshold, bool]:
+        """The threshold of one benchmark's metric, and whether a user set it."""
         known = METRICS.get(metric)
         key = known.threshold_key if known else metric
-        found = self.base[key]
+        found, explicit = self.base[key], key in self.explicit
         for pattern, m, threshold in self.per_benchmark:
             if m == key and _matches(pattern, name, fullname):
-                found = threshold
-        return found
+                found, explicit = threshold, True
+        return found, explicit
 
 
 def _matches(pattern: str, name: str, fullname: str) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import statistics
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from gpt2_fixtures.results.gate.model import IMPROVED, PASS, REGRESSION, Threshold
 from gpt2_fixtures.results.metrics import Metric
@@ -97,6 +97,29 @@ def mean_change_ci(
         return None, None
     half = Z_95 * math.sqrt(s1 * s1 / n1 + s2 * s2 / n2)
     return (m1 - m2 - half) / abs(m2), (m1 - m2 + half) / abs(m2)
+
+
+def holm_levels(
+    tests: Iterable[tuple[str, str, float | None]], alpha: float, m: int
+) -> dict[tuple[str, str], float]:
+    """Holm's step-down (Holm 1979, "A simple sequentially rejective multiple test procedure"),
+    per metric over ``m`` benchmarks: the k-th smallest p-value (k from 0) is tested at
+    alpha / (m - k) as long as every smaller one was rejected. Returns the level of each
+    (benchmark, metric) test it rejects; the others stay at Bonferroni's alpha / m, which they
+    do not pass either. The family-wise error rate stays at most alpha, as with Bonferroni."""
+    by_metric: dict[str, list[tuple[float, str]]] = {}
+    for name, metric, p in tests:
+        if p is not None:
+            by_metric.setdefault(metric, []).append((p, name))
+    levels: dict[tuple[str, str], float] = {}
+    for metric, ps in by_metric.items():
+        size = max(m, len(ps))
+        for k, (p, name) in enumerate(sorted(ps)):
+            level = alpha / (size - k)
+            if not p < level:
+                break
+            levels[(name, metric)] = level
+    return levels
 
 
 def judge(

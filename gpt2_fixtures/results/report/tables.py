@@ -42,6 +42,7 @@ _HEADERS = {
     "peak_memory_mb": "peak MB",
     "peak_reserved_mb": "reserved MB",
     "footprint_memory_mb": "footprint MB",
+    "step_allocated_mb": "step alloc MB",
 }
 INTERVAL_NOTE = (
     "[low, high]: 95% interval from the per-round times (Mann-Whitney / Hodges-Lehmann), or from "

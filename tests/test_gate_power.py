@@ -1,0 +1,90 @@
+"""The gate's power: Holm's step-down over the benchmarks, and the calibrated default effect.
+
+Synthetic result files (tests/test_gate_holes.py's builders); no timing is measured here."""
+
+from __future__ import annotations
+
+import numpy as np
+from test_gate_holes import bench, doc, rows_of
+
+from gpt2_fixtures.results import baseline as bl
+from gpt2_fixtures.results import gate
+from gpt2_fixtures.results.gate.stats import holm_levels
+
+
+def test_holm_steps_down_and_stops_at_the_first_test_it_keeps() -> None:
+    tests = [("a", "time", 0.001), ("b", "time", 0.004), ("c", "time", 0.006)]
+    levels = holm_levels(tests, 0.01, 3)
+    assert levels == {("a", "time"): 0.01 / 3, ("b", "time"): 0.01 / 2, ("c", "time"): 0.01}
+    # Bonferroni (0.01 / 3 each) would reject a alone
+    assert [p < 0.01 / 3 for _, _, p in tests] == [True, False, False]
+    # the second smallest fails its level (0.005): the third is kept too, below 0.01 or not
+    stopped = holm_levels([("a", "t", 0.001), ("b", "t", 0.006), ("c", "t", 0.0055)], 0.01, 3)
+    assert stopped == {("a", "t"): 0.01 / 3}
+    assert holm_levels([("a", "t", 0.004), ("b", "t", 0.0001)], 0.01, 4) == {
+        ("b", "t"): 0.0025
+    }  # m is the benchmarks compared, not only those with a test
+    # metrics are separate families; untested rows (p None) take no part
+    mixed = holm_levels([("a", "x", 0.004), ("a", "y", 0.004), ("b", "x", None)], 0.01, 2)
+    assert mixed == {("a", "x"): 0.005, ("a", "y"): 0.005}
+
+
+def _slowed_grid(seed: int) -> tuple[dict, dict]:
+    rng = np.random.default_rng(seed)
+    names = [f"test_infer[{i}]" for i in range(10)]
+    base = doc(*(bench(n, 0.1, rng, sigma=0.12) for n in names))
+    cur = doc(*(bench(n, 0.1 * 1.2, rng, sigma=0.12) for n in names))
+    return base, cur
+
+
+def test_a_slowdown_of_every_case_is_caught_beyond_bonferroni() -> None:
+    """Every case 20% slower, rounds noisy enough that several p-values lie between alpha / m
+    and alpha: Bonferroni fails only those below alpha / m, Holm more, and none above alpha."""
+    base, cur = _slowed_grid(5)
+    rows = rows_of(gate.compare(base, cur), "time/control")
+    ps = [r.p_value for r in rows]
+    assert all(p is not None for p in ps)
+    bonferroni = sum(p < 0.01 / 10 for p in ps)  # type: ignore[operator]
+    failed = [r for r in rows if r.verdict == gate.REGRESSION]
+    assert len(failed) > bonferroni
+    assert all(r.p_value < 0.01 for r in failed)  # type: ignore[operator]
+    note = next(n for n in gate.compare(base, cur).notes if n.startswith("significance"))
+    assert "Holm's step-down over 10 benchmarks" in note
+
+
+def test_holm_adds_no_false_alarm_when_nothing_moved() -> None:
+    for seed in range(20):
+        rng = np.random.default_rng(100 + seed)
+        names = [f"test_infer[{i}]" for i in range(10)]
+        base = doc(*(bench(n, 0.1, rng) for n in names))
+        cur = doc(*(bench(n, 0.1, rng) for n in names))
+        assert gate.compare(base, cur).exit_code == 0
+
+
+def _calibrated(rng: np.random.Generator) -> dict:
+    runs = [doc(bench("test_train[a]", 0.1 * f, rng, sigma=0.01)) for f in (0.995, 1.0, 1.005)]
+    return bl.pool_results(runs, ["1", "2", "3"])
+
+
+def test_a_calibrated_baseline_judges_time_from_5_percent() -> None:
+    rng = np.random.default_rng(7)
+    calibrated = _calibrated(rng)
+    single = doc(bench("test_train[a]", 0.1, rng, sigma=0.01))
+    slower = doc(bench("test_train[a]", 0.108, rng, sigma=0.01))  # +8%
+    (row,) = rows_of(gate.compare(calibrated, slower), "time/control")
+    assert row.verdict == gate.REGRESSION
+    assert row.threshold.startswith("5% (calibrated:")
+    # one process as the baseline: the uncalibrated 10% holds, +8% passes
+    (plain,) = rows_of(gate.compare(single, slower), "time/control")
+    assert (plain.verdict, plain.threshold) == (gate.PASS, "10%")
+    # a threshold set by the user is used as given, calibrated or not
+    given = gate.GateSettings(
+        thresholds=gate.Thresholds().override([(None, "time", gate.Threshold(0.10))])
+    )
+    (kept,) = rows_of(gate.compare(calibrated, slower, given), "time/control")
+    assert kept.verdict == gate.PASS and kept.threshold.startswith("10% (calibrated:")
+    per_case = gate.GateSettings(
+        thresholds=gate.Thresholds().override([("test_train*", "time", gate.Threshold(0.12))])
+    )
+    (case,) = rows_of(gate.compare(calibrated, slower, per_case), "time/control")
+    assert case.verdict == gate.PASS and case.threshold.startswith("12% (calibrated:")
