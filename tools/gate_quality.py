@@ -111,7 +111,7 @@ def aa_figures(
     baseline: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], settings: gate.GateSettings
 ) -> dict[str, Any]:
     """Every A run against the baseline: failing and improved rows, every non-pass row."""
-    failing = improved = rows = 0
+    failing = improved = drift = rows = 0
     exits: list[int] = []
     not_pass: list[str] = []
     for i, run in enumerate(runs):
@@ -120,6 +120,7 @@ def aa_figures(
         rows += len(result.rows)
         failing += len(result.regressions)
         improved += sum(r.verdict == gate.IMPROVED for r in result.rows)
+        drift += sum(r.verdict == gate.DRIFT for r in result.rows)  # raw moved, ratio did not
         not_pass += [
             f"aa-{i} {r.benchmark} {r.metric}: {r.verdict} {_fmt(r.change)} {r.note}".rstrip()
             for r in result.rows
@@ -130,6 +131,7 @@ def aa_figures(
         "rows": rows,
         "failing_rows": failing,
         "improved_rows": improved,
+        "drift_rows": drift,
         "exit_codes": exits,
         "not_pass": not_pass,
     }
@@ -219,14 +221,16 @@ def markdown(figures: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         f"{meta['threads']}; 1-min load min/median/max {_fmt_load(meta['load_average'])}; "
         f"gate: {meta['settings']}; {meta['when']}.",
         "",
-        "| A/A against | comparisons | rows | failing rows | improved rows | exit codes |",
-        "|---|---|---|---|---|---|",
+        "| A/A against | comparisons | rows | failing rows | improved rows | drift rows "
+        "| exit codes |",
+        "|---|---|---|---|---|---|---|",
     ]
     for key, label in (("aa_calibrated", "calibrated"), ("aa_uncalibrated", "one base run")):
         f = figures[key]
         lines.append(
             f"| {label} | {f['comparisons']} | {f['rows']} | {f['failing_rows']} "
-            f"| {f['improved_rows']} | {' '.join(map(str, f['exit_codes']))} |"
+            f"| {f['improved_rows']} | {f.get('drift_rows', 0)} "
+            f"| {' '.join(map(str, f['exit_codes']))} |"
         )
     lines += [
         "",

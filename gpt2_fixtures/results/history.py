@@ -55,7 +55,7 @@ def analyse(
     history = History(groups, metrics)
     for group in groups:
         keys = hs.benchmark_keys(group)
-        # Bonferroni over the group's benchmarks, as the gate splits alpha over a grid
+        # Bonferroni over the group's benchmarks: the level where the gate's Holm step-down starts
         per_test = replace(settings, alpha=settings.alpha / max(1, len(keys)))
         for key in keys:
             for metric in metrics:
