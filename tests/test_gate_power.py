@@ -88,3 +88,10 @@ def test_a_calibrated_baseline_judges_time_from_5_percent() -> None:
     )
     (case,) = rows_of(gate.compare(calibrated, slower, per_case), "time/control")
     assert case.verdict == gate.PASS and case.threshold.startswith("12% (calibrated:")
+
+
+def test_the_smallest_reachable_p_of_many_rounds_does_not_overflow() -> None:
+    assert gate.min_rounds_p(3, 3) == 1 / 20
+    # a pooled history or a long A/B: C(1200, 600) is far beyond a float
+    assert gate.min_rounds_p(600, 600) == 0.0
+    assert 0 < gate.min_rounds_p(60, 20) < 1e-15

@@ -32,8 +32,10 @@ def one_sided_rounds_p(current: Sequence[float], base: Sequence[float]) -> float
 def min_rounds_p(n1: int, n2: int) -> float:
     """The smallest one-sided p-value Mann-Whitney can give for n1 and n2 rounds (complete
     separation): 1 / C(n1 + n2, n1). When it is not below alpha the test cannot fail anything
-    (asv checks the same before it trusts the test)."""
-    return 1.0 / math.comb(n1 + n2, n1)
+    (asv checks the same before it trusts the test). 0.0 where it is below any float (pooled
+    histories hold hundreds of rounds: 1 / C(1200, 600) overflows a float division)."""
+    ways = math.comb(n1 + n2, n1)
+    return 1.0 / ways if ways < 1e300 else 0.0
 
 
 def log_welch_p(current: Sequence[float], base: Sequence[float]) -> float | None:
