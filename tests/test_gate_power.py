@@ -5,10 +5,12 @@ Synthetic result files (tests/test_gate_holes.py's builders); no timing is measu
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from test_gate_holes import bench, doc, rows_of
 
 from gpt2_fixtures.results import baseline as bl
 from gpt2_fixtures.results import gate
+from gpt2_fixtures.results.gate import samples
 from gpt2_fixtures.results.gate.stats import holm_levels
 
 
@@ -95,3 +97,33 @@ def test_the_smallest_reachable_p_of_many_rounds_does_not_overflow() -> None:
     # a pooled history or a long A/B: C(1200, 600) is far beyond a float
     assert gate.min_rounds_p(600, 600) == 0.0
     assert 0 < gate.min_rounds_p(60, 20) < 1e-15
+
+
+def test_a_benchmarks_spread_is_at_least_its_phases_and_the_grids() -> None:
+    """Three processes estimate one case's spread with two degrees of freedom: a training case
+    whose resident peak happened to agree three times gets its phase's median spread, and an
+    inference case the grid's."""
+    rng = np.random.default_rng(11)
+
+    def grid(k: int) -> dict:
+        noisy = (0.97, 1.0, 1.03)[k]  # training peaks that move by a buffer between processes
+        steady = (0.999, 1.0, 1.001)[k]
+        train = [("a", steady), ("b", noisy), ("c", noisy), ("d", noisy)]
+        entries = [
+            bench(f"test_train[{n}]", 0.1, rng, phase="train", peak_memory_mb=1000.0 * f)
+            for n, f in train
+        ]
+        entries += [
+            bench(f"test_infer[{i}]", 0.1, rng, phase="infer", peak_memory_mb=500.0 * steady)
+            for i in range(5)
+        ]
+        return doc(*entries)
+
+    calibrated = bl.pool_results([grid(k) for k in range(3)], ["1", "2", "3"])
+    spreads = samples.typical_spreads(calibrated)
+    assert spreads[("train", "peak_memory_mb")] == pytest.approx(0.03, rel=0.01)
+    assert spreads[("", "peak_memory_mb")] == pytest.approx(0.001, rel=0.01)
+    rows = {r.benchmark: r for r in rows_of(gate.compare(calibrated, grid(1)), "peak_memory_mb")}
+    # 3 x 3% x sqrt(1 + 1/3) for the steady training case, from its phase
+    assert rows["test_train[a]"].threshold.startswith("10.4%:1 (3 x 3.00% between-process spread)")
+    assert rows["test_infer[0]"].threshold.startswith("1%:1 (calibrated: 3 x 0.10% spread is less)")

@@ -63,7 +63,8 @@ class _Pair:
     settings: GateSettings
     alpha: float  # per-test significance level at the start of Holm's step-down (Bonferroni)
     baseline_doc: Result
-    typical: Mapping[str, float]  # the calibrated baseline's median spread per metric
+    # the median spread per ("", metric) over the grid and per (phase, metric)
+    typical: Mapping[tuple[str, str], float]
     # (name, metric) -> the level Holm's step-down granted a test it rejected
     levels: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
@@ -79,7 +80,7 @@ class _Pair:
         """The configured threshold, raised for a calibrated baseline of n processes to
         k x spread x sqrt(1 + 1/n): the current process differs from the pooled baseline by one
         process's spread plus that of the mean of n. The spread is the benchmark's own, at least
-        the grid's median."""
+        the median over the grid's benchmarks and over those of its phase."""
         thr, explicit = self.settings.thresholds.find(self.name, self.cur["fullname"], metric.key)
         own = samples.spread(self.baseline_doc, self.base["fullname"], metric.key)
         if own is None:
@@ -87,7 +88,8 @@ class _Pair:
         if not explicit and thr.rel == TIME_REL:
             # the measured spread, not the uncalibrated default, guards against process noise
             thr = Threshold(CALIBRATED_TIME_REL, thr.floor)
-        spread = max(own, self.typical.get(metric.key, 0.0))
+        of_phase = self.typical.get((samples.phase(self.base), metric.key), 0.0)
+        spread = max(own, of_phase, self.typical.get(("", metric.key), 0.0))
         n = int((samples.calibration(self.baseline_doc) or {}).get("processes") or 1)
         k = self.settings.spread_k
         calibrated = k * spread * math.sqrt(1 + 1 / n)

@@ -103,14 +103,25 @@ def spread(doc: Mapping[str, Any], fullname: str, metric_key: str) -> float | No
     return float(value) if isinstance(value, int | float) else None
 
 
-def typical_spreads(doc: Mapping[str, Any]) -> dict[str, float]:
-    """Per metric, the median spread over the baseline's benchmarks. Three processes estimate
-    one benchmark's spread poorly (two degrees of freedom); the grid's median is a steadier
-    floor under it."""
+def typical_spreads(doc: Mapping[str, Any]) -> dict[tuple[str, str], float]:
+    """Per metric, the median spread over the baseline's benchmarks, keyed ``("", metric)``,
+    and over those of each phase, keyed ``(phase, metric)``. Three processes estimate one
+    benchmark's spread poorly (two degrees of freedom); the medians are steadier floors under
+    it. The phase's matters where the grid's is lower: a CPU training step's resident peak
+    moves by a logits buffer between processes, an inference step's hardly."""
     section = calibration(doc) or {}
-    by_metric: dict[str, list[float]] = {}
-    for spreads in (section.get("benchmarks") or {}).values():
+    phases = {b.get("fullname"): phase(b) for b in doc.get("benchmarks") or []}
+    by_group: dict[tuple[str, str], list[float]] = {}
+    for fullname, spreads in (section.get("benchmarks") or {}).items():
         for key, value in spreads.items():
-            if isinstance(value, int | float):
-                by_metric.setdefault(key, []).append(float(value))
-    return {key: statistics.median(values) for key, values in by_metric.items()}
+            if not isinstance(value, int | float):
+                continue
+            by_group.setdefault(("", key), []).append(float(value))
+            if phases.get(fullname):
+                by_group.setdefault((phases[fullname], key), []).append(float(value))
+    return {group: statistics.median(values) for group, values in by_group.items()}
+
+
+def phase(bench: Mapping[str, Any]) -> str:
+    """The benchmark's phase (``extra_info.phase``: train, infer, ...), or '' when unknown."""
+    return str(info(bench).get("phase") or "")
