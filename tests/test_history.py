@@ -1,10 +1,11 @@
 """`gpt2-bench history`: series built from real result files with steps injected.
 
 The fast tests start from baselines/cpu-tiny.json (a real default-grid result of this project:
-three processes of 20 rounds pooled, 60 rounds per case); the slow one runs the tiny grid itself. Each commit of a synthetic series
-is a copy of the real file whose per-round times (and the control's per-round times) are scaled:
-by the injected effect, by a seeded per-commit "machine" factor shared by step and control, and
-by seeded per-round jitter, so every series is deterministic.
+three processes of 20 rounds pooled, 60 rounds per case); the slow one runs the tiny grid
+itself. Each commit of a synthetic series is a copy of the real file whose per-round times (and
+the control's per-round times) are scaled: by the injected effect, by a seeded per-commit
+"machine" factor shared by step and control, and by seeded per-round jitter, so every series is
+deterministic.
 """
 
 from __future__ import annotations
