@@ -543,6 +543,56 @@ def test_gate_quality_uses_pytest_benchmarks_own_check() -> None:
     assert gq.pytest_benchmark_fails(base, doc(bench(data=[1.04] * 3)), "median:5%") == 0
 
 
+def test_gate_quality_only_runs_the_kinds_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gq = _load_tool("gate_quality")
+    ran: list[str] = []
+    monkeypatch.setattr(gq, "run_one", lambda path, *a: ran.append(path.name) or 1.0)
+    args = gq.parse_args(["--out", str(tmp_path), "--only", "hog", "--aa", "2", "--inj", "1"])
+    gq.make_runs(args, tmp_path, lambda line: None)
+    assert ran == ["hog-0.json", "hog-1.json", "hog-2.json"]
+    with pytest.raises(SystemExit):
+        gq.parse_args(["--only", "hogs"])
+    assert "unknown kinds hogs" in capsys.readouterr().err
+
+
+def test_gate_quality_measures_the_hogs_slowdown_from_the_controls() -> None:
+    gq = _load_tool("gate_quality")
+
+    def run(*controls: float) -> dict[str, Any]:
+        names = ("test_infer[a]", "test_train[b]")
+        return doc(
+            *(
+                bench(n, data=[0.01] * 3, control=[c] * 3)
+                for n, c in zip(names, controls, strict=True)
+            )
+        )
+
+    quiet = [run(0.10, 0.20), run(0.12, 0.20)]
+    loaded = [run(0.15, 0.40), run(0.17, 0.20), run(0.16, 0.30)]
+    # per benchmark: median loaded control over median quiet control (0.16 / 0.11, 0.30 / 0.20)
+    low, mid, high = gq.slowdown(quiet, loaded)
+    assert (low, high) == (pytest.approx(1.4545, rel=1e-3), pytest.approx(1.5))
+    assert mid == pytest.approx((low + high) / 2)
+    assert gq.slowdown(quiet, [doc(bench("test_infer[a]"))]) is None
+
+
+def test_gate_quality_pins_one_nice_hog_to_each_cpu() -> None:
+    gq = _load_tool("gate_quality")
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    cpus = sorted(os.sched_getaffinity(0))
+    with gq.cpu_hog(len(cpus), 3) as hogs:
+        # preexec_fn has run once Popen returns: the child is placed before it execs
+        placed = sorted(min(os.sched_getaffinity(hog.pid)) for hog in hogs)
+        nices = {os.getpriority(os.PRIO_PROCESS, hog.pid) for hog in hogs}
+        alive = [hog.poll() is None for hog in hogs]
+    assert placed == cpus and all(alive)
+    assert nices == {os.getpriority(os.PRIO_PROCESS, 0) + 3}
+    assert all(hog.returncode is not None for hog in hogs)  # killed and reaped
+
+
 def test_gate_inject_parses_and_adds_memory_to_every_step() -> None:
     from gpt2_fixtures.bench import memory
 

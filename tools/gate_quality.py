@@ -8,7 +8,8 @@ Separate pytest processes of one grid (default: the whole default CPU grid, one 
    plugin: the product code has no hook for it): ``slow25`` (every step 25% slower), ``slow10``,
    ``mem5`` (+5% memory held through a benchmark's rounds);
 3. ``hog-0..`` (``--hog``, 3): a second calibrated baseline recorded while ``--hog-procs`` busy
-   processes compete for the CPU (the machine ~1.5x slower), judged against the slow25 runs.
+   processes, one pinned to each CPU at ``--hog-nice``, compete for the CPU (the machine ~1.5x
+   slower), judged against the slow25 runs and the A runs.
 
 Judged (default gate settings unless overridden):
 
@@ -20,6 +21,7 @@ Judged (default gate settings unless overridden):
 
     python tools/gate_quality.py --out gate-quality    # the full protocol: 21 processes, ~2 h here
     python tools/gate_quality.py --out gq --reuse                   # judge the saved runs again
+    python tools/gate_quality.py --out gq --only hog      # record the hog baseline again, judge
     python tools/gate_quality.py --out gq --grid "benchmarks/test_inference.py ..." --aa 2 ...
 
 Writes OUT/runs/*.json, OUT/baseline.json, OUT/baseline-hog.json, OUT/gate_quality.json and
@@ -48,6 +50,7 @@ from pytest_benchmark.utils import parse_compare_fail  # noqa: E402
 
 from gpt2_fixtures.results import baseline as baseline_io  # noqa: E402
 from gpt2_fixtures.results import files, gate  # noqa: E402
+from gpt2_fixtures.results.gate import samples as gate_samples  # noqa: E402
 from gpt2_fixtures.results.gate.model import CALIBRATED_TIME_REL  # noqa: E402
 
 INJECTED: dict[str, str] = {"slow25": "slow=0.25", "slow10": "slow=0.10", "mem5": "mem=0.05"}
@@ -75,13 +78,27 @@ def run_one(path: Path, inject: str, grid: Sequence[str], threads: int | None) -
 
 
 @contextlib.contextmanager
-def cpu_hog(procs: int) -> Iterator[None]:
-    """``procs`` busy-looping processes for the duration: a co-tenant competing for the CPU."""
-    hogs = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(max(0, procs))
-    ]
+def cpu_hog(procs: int, nice: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``procs`` busy-looping processes for the duration: a co-tenant competing for the CPU.
+
+    Hog i is pinned to CPU i (mod the CPUs there are), so whichever CPU the benchmark runs on, it
+    shares it with one hog. Unpinned, three runnable processes on two CPUs left the benchmark
+    alone on one (1.0x) or sharing one (2x) as the scheduler placed them, a bimodal slowdown.
+    ``nice`` sets the hog's share: at 3 a CPU-bound loop ran 1.4-1.6x slower beside it, at 0 2x
+    (tools/gate_quality.py's figures report the slowdown each baseline process measured)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+
+    def start(cpu: int) -> subprocess.Popen[bytes]:
+        def place() -> None:  # runs in the child before it execs
+            if hasattr(os, "sched_setaffinity"):
+                os.sched_setaffinity(0, {cpu})
+            os.nice(nice)
+
+        return subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=place)
+
+    hogs = [start(cpus[i % len(cpus)]) for i in range(max(0, procs))]
     try:
-        yield
+        yield hogs
     finally:
         for hog in hogs:
             hog.kill()
@@ -166,6 +183,29 @@ def detection(
     }
 
 
+def slowdown(
+    quiet: Sequence[Mapping[str, Any]], loaded: Sequence[Mapping[str, Any]]
+) -> list[float] | None:
+    """How much slower the machine was for ``loaded``: per benchmark, the median over its
+    processes of the control workload's median, over the same for ``quiet``; then the minimum,
+    median and maximum of those ratios over the grid. None without controls."""
+
+    def medians(runs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        per: dict[str, list[float]] = {}
+        for run in runs:
+            for bench in run["benchmarks"]:
+                value = gate_samples.control_median(bench)
+                if value:
+                    per.setdefault(bench["fullname"], []).append(value)
+        return {name: statistics.median(values) for name, values in per.items()}
+
+    before, after = medians(quiet), medians(loaded)
+    ratios = sorted(after[name] / before[name] for name in after if name in before)
+    if not ratios:
+        return None
+    return [ratios[0], statistics.median(ratios), ratios[-1]]
+
+
 def _fmt(x: float | None) -> str:
     return "" if x is None else f"{x * 100:+.1f}%"
 
@@ -196,6 +236,9 @@ def judge_all(
         figures["slow25"] = detection(calibrated, runs["slow25"], settings, TIME_METRICS)
         if hog is not None:
             figures["slow25_vs_hog"] = detection(hog, runs["slow25"], settings, TIME_METRICS)
+            figures["hog_slowdown"] = slowdown(runs["base"], runs["hog"])
+    if hog is not None:  # what a baseline recorded under the hog does to unchanged code
+        figures["aa_vs_hog"] = aa_figures(hog, runs["aa"], settings)
     if runs.get("slow10"):
         figures["slow10"] = detection(
             calibrated, runs["slow10"], settings, TIME_METRICS, train_or_infer
@@ -217,16 +260,24 @@ def markdown(figures: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     lines = [
         f"Grid: `{meta['grid']}`; {meta['n_calib']} baseline processes (calibrated), "
         f"{meta['n_aa']} A processes, {meta['n_inj']} per injection, {meta['n_hog']} under "
-        f"{meta['hog_procs']} CPU hogs; machine: {meta['machine']}; torch threads: "
-        f"{meta['threads']}; 1-min load min/median/max {_fmt_load(meta['load_average'])}; "
+        f"{meta['hog_procs']} CPU hogs (pinned, nice {meta.get('hog_nice', 0)}); machine: "
+        f"{meta['machine']}; torch threads: {meta['threads']}; 1-min load min/median/max "
+        f"{_fmt_load(meta['load_average'])}; "
         f"gate: {meta['settings']}; {meta['when']}.",
         "",
         "| A/A against | comparisons | rows | failing rows | improved rows | drift rows "
         "| exit codes |",
         "|---|---|---|---|---|---|---|",
     ]
-    for key, label in (("aa_calibrated", "calibrated"), ("aa_uncalibrated", "one base run")):
-        f = figures[key]
+    against = (
+        ("aa_calibrated", "calibrated"),
+        ("aa_uncalibrated", "one base run"),
+        ("aa_vs_hog", "calibrated under the hog"),
+    )
+    for key, label in against:
+        f = figures.get(key)
+        if f is None:
+            continue
         lines.append(
             f"| {label} | {f['comparisons']} | {f['rows']} | {f['failing_rows']} "
             f"| {f['improved_rows']} | {f.get('drift_rows', 0)} "
@@ -248,6 +299,13 @@ def markdown(figures: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
                 f"| {label} | {f['comparisons']} | {f['benchmark_comparisons']} "
                 f"| {f['caught']} ({share:.0%}) | {f['runs_failed']} |"
             )
+    hog = figures.get("hog_slowdown")
+    if hog:
+        lines += [
+            "",
+            f"The hog slowed the control workload {hog[1]:.2f}x (median over the benchmarks; "
+            f"{hog[0]:.2f}-{hog[2]:.2f}x) against the calibration processes.",
+        ]
     lines += ["", "Every non-pass row of the A/A comparisons against the calibrated baseline:", ""]
     lines += [f"- {line}" for line in figures["aa_calibrated"]["not_pass"]] or ["- none"]
     for key, label in LABELS.items():
@@ -258,7 +316,7 @@ def markdown(figures: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
 
 
 def settings_text(settings: gate.GateSettings) -> str:
-    time_thr = settings.thresholds.base["time"]
+    time_thr = str(settings.thresholds.base["time"])
     if "time" not in settings.thresholds.explicit:
         time_thr = f"{time_thr} ({CALIBRATED_TIME_REL:.0%} calibrated)"
     return (
@@ -280,6 +338,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--inj", type=int, default=3, help="processes per injection. Default: %(default)s")
     add("--hog", type=int, default=3, help="baseline processes under a hog. Default: %(default)s")
     add("--hog-procs", type=int, default=os.cpu_count() or 2, help="busy processes of the hog")
+    add("--hog-nice", type=int, default=3, help="niceness of the hog. Default: %(default)s")
+    add(
+        "--only",
+        type=lambda t: set(t.split(",")),
+        default=set(),
+        help="run only these kinds (e.g. hog), reusing the runs of the others already in OUT/runs",
+    )
     add("--grid", default=DEFAULT_GRID, help="pytest arguments. Default: %(default)s")
     add("--check", default="median:5%", help="pytest-benchmark compare-fail rule")
     add("--threads", type=int, default=1, help="OMP_NUM_THREADS. Default: %(default)s")
@@ -288,6 +353,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.calib < 2 or args.aa < 1 or (args.hog and args.hog < 2):
         parser.error("--calib and --hog need at least 2 processes, --aa at least 1")
+    unknown = args.only - {"base", "hog", *KINDS}
+    if unknown:
+        parser.error(
+            f"--only: unknown kinds {', '.join(sorted(unknown))} (base, hog, {', '.join(KINDS)})"
+        )
     return args
 
 
@@ -298,7 +368,9 @@ def make_runs(args: argparse.Namespace, out: Path, log: Callable[[str], None]) -
     order += [("hog", i) for i in range(args.hog)]
     loads = [os.getloadavg()[0]]
     for n, (kind, i) in enumerate(order, 1):
-        hog = cpu_hog(args.hog_procs) if kind == "hog" else contextlib.nullcontext()
+        if args.only and kind not in args.only:
+            continue
+        hog = cpu_hog(args.hog_procs, args.hog_nice) if kind == "hog" else contextlib.nullcontext()
         with hog:
             inject = KINDS.get(kind, "")
             seconds = run_one(out / "runs" / f"{kind}-{i}.json", inject, grid, args.threads)
@@ -313,7 +385,8 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
     (out / "runs").mkdir(parents=True, exist_ok=True)
     loads_path = out / "runs" / "loadavg.json"
     if not args.reuse:
-        loads_path.write_text(json.dumps(make_runs(args, out, log)))
+        before = json.loads(loads_path.read_text()) if args.only and loads_path.is_file() else []
+        loads_path.write_text(json.dumps(before + make_runs(args, out, log)))
     loads = json.loads(loads_path.read_text()) if loads_path.is_file() else []
     counts = {"base": args.calib, "aa": args.aa, "hog": args.hog}
     counts.update({kind: args.inj for kind in INJECTED})
@@ -339,6 +412,7 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         "n_inj": args.inj,
         "n_hog": args.hog,
         "hog_procs": args.hog_procs,
+        "hog_nice": args.hog_nice,
         "check": args.check,
         "machine": f"{fp['cpu_model']}, {os.cpu_count()} cores, torch {fp['torch']}",
         "settings": settings_text(settings),
