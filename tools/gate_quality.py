@@ -85,7 +85,7 @@ def cpu_hog(procs: int, nice: int) -> Iterator[list[subprocess.Popen[bytes]]]:
     shares it with one hog. Unpinned, three runnable processes on two CPUs left the benchmark
     alone on one (1.0x) or sharing one (2x) as the scheduler placed them, a bimodal slowdown.
     ``nice`` sets the hog's share: at 3 a CPU-bound loop ran 1.4-1.6x slower beside it, at 0 2x
-    (tools/gate_quality.py's figures report the slowdown each baseline process measured)."""
+    (the report gives the slowdown the hog baseline's processes measured: ``slowdown``)."""
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
 
     def start(cpu: int) -> subprocess.Popen[bytes]:
@@ -236,9 +236,9 @@ def judge_all(
         figures["slow25"] = detection(calibrated, runs["slow25"], settings, TIME_METRICS)
         if hog is not None:
             figures["slow25_vs_hog"] = detection(hog, runs["slow25"], settings, TIME_METRICS)
-            figures["hog_slowdown"] = slowdown(runs["base"], runs["hog"])
     if hog is not None:  # what a baseline recorded under the hog does to unchanged code
         figures["aa_vs_hog"] = aa_figures(hog, runs["aa"], settings)
+        figures["hog_slowdown"] = slowdown(runs["base"], runs["hog"])
     if runs.get("slow10"):
         figures["slow10"] = detection(
             calibrated, runs["slow10"], settings, TIME_METRICS, train_or_infer
@@ -260,7 +260,7 @@ def markdown(figures: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     lines = [
         f"Grid: `{meta['grid']}`; {meta['n_calib']} baseline processes (calibrated), "
         f"{meta['n_aa']} A processes, {meta['n_inj']} per injection, {meta['n_hog']} under "
-        f"{meta['hog_procs']} CPU hogs (pinned, nice {meta.get('hog_nice', 0)}); machine: "
+        f"{meta['hog_procs']} CPU hogs (pinned, nice {meta['hog_nice']}); machine: "
         f"{meta['machine']}; torch threads: {meta['threads']}; 1-min load min/median/max "
         f"{_fmt_load(meta['load_average'])}; "
         f"gate: {meta['settings']}; {meta['when']}.",
@@ -366,10 +366,9 @@ def make_runs(args: argparse.Namespace, out: Path, log: Callable[[str], None]) -
     grid = args.grid.split()
     order = [("base", i) for i in range(args.calib)] + schedule(args.aa, args.inj)
     order += [("hog", i) for i in range(args.hog)]
+    order = [(kind, i) for kind, i in order if not args.only or kind in args.only]
     loads = [os.getloadavg()[0]]
     for n, (kind, i) in enumerate(order, 1):
-        if args.only and kind not in args.only:
-            continue
         hog = cpu_hog(args.hog_procs, args.hog_nice) if kind == "hog" else contextlib.nullcontext()
         with hog:
             inject = KINDS.get(kind, "")
