@@ -15,20 +15,22 @@ from gpt2_fixtures.results.gate.stats import holm_levels
 
 
 def test_holm_steps_down_and_stops_at_the_first_test_it_keeps() -> None:
-    tests = [("a", "time", 0.001), ("b", "time", 0.004), ("c", "time", 0.006)]
-    levels = holm_levels(tests, 0.01, 3)
+    tests = [(("a", "time"), 0.001), (("b", "time"), 0.004), (("c", "time"), 0.006)]
+    levels = holm_levels(tests, 0.01)
     assert levels == {("a", "time"): 0.01 / 3, ("b", "time"): 0.01 / 2, ("c", "time"): 0.01}
     # Bonferroni (0.01 / 3 each) would reject a alone
-    assert [p < 0.01 / 3 for _, _, p in tests] == [True, False, False]
+    assert [p < 0.01 / 3 for _, p in tests] == [True, False, False]
     # the second smallest fails its level (0.005): the third is kept too, below 0.01 or not
-    stopped = holm_levels([("a", "t", 0.001), ("b", "t", 0.006), ("c", "t", 0.0055)], 0.01, 3)
-    assert stopped == {("a", "t"): 0.01 / 3}
-    assert holm_levels([("a", "t", 0.004), ("b", "t", 0.0001)], 0.01, 4) == {
-        ("b", "t"): 0.0025
-    }  # m is the benchmarks compared, not only those with a test
-    # metrics are separate families; untested rows (p None) take no part
-    mixed = holm_levels([("a", "x", 0.004), ("a", "y", 0.004), ("b", "x", None)], 0.01, 2)
-    assert mixed == {("a", "x"): 0.005, ("a", "y"): 0.005}
+    stopped = holm_levels([("a", 0.001), ("b", 0.006), ("c", 0.0055)], 0.01)
+    assert stopped == {"a": 0.01 / 3}
+    # one family over every metric: alpha bounds the whole comparison; a test without a
+    # p-value counts in m and is never rejected
+    mixed = holm_levels([(("a", "x"), 0.004), (("a", "y"), 0.004), (("b", "x"), None)], 0.01)
+    assert mixed == {}
+    assert holm_levels([(("a", "x"), 0.003), (("a", "y"), 0.004), (("b", "x"), None)], 0.01) == {
+        ("a", "x"): 0.01 / 3,
+        ("a", "y"): 0.01 / 2,
+    }
 
 
 def _slowed_grid(seed: int) -> tuple[dict, dict]:
@@ -51,7 +53,7 @@ def test_a_slowdown_of_every_case_is_caught_beyond_bonferroni() -> None:
     assert len(failed) > bonferroni
     assert all(r.p_value < 0.01 for r in failed)  # type: ignore[operator]
     note = next(n for n in gate.compare(base, cur).notes if n.startswith("significance"))
-    assert "Holm's step-down over 10 benchmarks" in note
+    assert "Holm's step-down over its 20 tests" in note  # time and time/control of 10 cases
 
 
 def test_holm_adds_no_false_alarm_when_nothing_moved() -> None:

@@ -50,6 +50,7 @@ from pytest_benchmark.utils import parse_compare_fail  # noqa: E402
 
 from gpt2_fixtures.results import baseline as baseline_io  # noqa: E402
 from gpt2_fixtures.results import files, gate  # noqa: E402
+from gpt2_fixtures.results.fingerprint import fingerprint  # noqa: E402
 from gpt2_fixtures.results.gate import samples as gate_samples  # noqa: E402
 from gpt2_fixtures.results.gate.model import CALIBRATED_TIME_REL  # noqa: E402
 
@@ -402,7 +403,7 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         files.save_result(hog, out / "baseline-hog.json")
     settings = gate.settings_from_args(args)
     figures = judge_all(runs, calibrated, hog, settings, args.check)
-    fp = baseline_io.fingerprint(runs["aa"][0])
+    fp = fingerprint(runs["aa"][0])
     meta = {
         "grid": args.grid,
         "threads": args.threads,

@@ -1,4 +1,4 @@
-"""The end-of-session regression gate (logic in results/gate.py and baseline.py; docs/gate.md)."""
+"""The end-of-session regression gate (logic in results/gate/ and fingerprint.py; docs/gate.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from gpt2_fixtures.plugin import benchmark_session
 from gpt2_fixtures.plugin.options import gate_option, run_options
 from gpt2_fixtures.plugin.outcomes import outcomes
-from gpt2_fixtures.results import baseline, files, gate
+from gpt2_fixtures.results import files, fingerprint, gate
 
 
 class GateHooks:
@@ -34,7 +34,7 @@ class GateHooks:
                 config=self.config, machine_info=machine_info
             )
             allow = gate_option(self.config, "allow_device_mismatch")
-            baseline.check_environment(doc, {"machine_info": machine_info}, allow)
+            fingerprint.check_environment(doc, {"machine_info": machine_info}, allow)
         except files.UnusableInput as exc:
             raise pytest.UsageError(f"gpt2-bench: --gpt2-baseline: {exc}") from None
         return doc

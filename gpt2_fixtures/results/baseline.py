@@ -1,6 +1,7 @@
-"""Baselines: the environment fingerprint that decides comparability, and `gpt2-bench baseline`.
+"""`gpt2-bench baseline`: one result kept, or several processes pooled into a calibrated one.
 
-Reading, validating and writing the files lives in :mod:`gpt2_fixtures.results.files`.
+Reading, validating and writing the files lives in :mod:`gpt2_fixtures.results.files`; what
+decides comparability, in :mod:`gpt2_fixtures.results.fingerprint`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ from gpt2_fixtures.results.files import (
     missing_round_data,
     save_result,
 )
+from gpt2_fixtures.results.fingerprint import (
+    FINGERPRINT_KEYS,
+    STACK_KEYS,
+    check_environment,
+    fingerprint,
+)
 from gpt2_fixtures.results.gate import samples
 from gpt2_fixtures.results.metrics import (
     METRICS,
@@ -26,80 +33,15 @@ from gpt2_fixtures.results.metrics import (
     Metric,
 )
 
-# machine_info["gpt2"] keys written by the plugin; which of them may differ between a baseline and
-# a run is decided in check_environment
-FINGERPRINT_KEYS = (
-    "device",
-    "device_name",
-    "device_count",
-    "bf16_supported",
-    "tf32_matmul",
-    "cuda_version",
-    "driver_version",
-    "torch",
-    "transformers",
-    "datasets",
-    "cpu_model",
-    "cpu_threads",
-    "malloc",
-    "python",
-)
-
-
-# --- environment fingerprint ------------------------------------------------------------------
-
-
-def fingerprint(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """The environment facts that decide whether two results can be compared."""
-    info: Mapping[str, Any] = doc.get("machine_info") or {}
-    gpt2: Mapping[str, Any] = info["gpt2"] if isinstance(info.get("gpt2"), dict) else {}
-    fp: dict[str, Any] = {k: gpt2.get(k) for k in FINGERPRINT_KEYS}
-    cpu: Mapping[str, Any] = info["cpu"] if isinstance(info.get("cpu"), dict) else {}
-    fp["cpu_model"] = fp["cpu_model"] or cpu.get("brand_raw") or info.get("processor") or None
-    fp["python"] = fp["python"] or info.get("python_version")
-    fp["has_gpt2_info"] = bool(gpt2)
-    return fp
-
-
-def _device_label(fp: Mapping[str, Any]) -> str:
-    name = fp.get("device_name") or fp.get("cpu_model") or "unknown device"
-    return f"{fp.get('device') or '?'} {name}"
-
-
-def check_environment(
-    baseline: Mapping[str, Any], current: Mapping[str, Any], allow_device_mismatch: bool = False
-) -> list[str]:
-    """Notes on environment differences; raise UnusableInput when the device differs.
-
-    The device (kind and name; the CPU model stands in on a CPU) decides comparability: a
-    baseline from an A100 does not judge an H100 run. Library versions and the like only
-    produce notes: a new torch is exactly the kind of change the gate should judge.
-    """
-    b, c = fingerprint(baseline), fingerprint(current)
-    notes = [
-        f"no gpt2 machine info in the {side}: device not checked"
-        for side, fp in (("baseline", b), ("current run", c))
-        if not fp["has_gpt2_info"]
-    ]
-    if b["has_gpt2_info"] and c["has_gpt2_info"]:
-        b_dev, c_dev = _device_label(b), _device_label(c)
-        if b_dev != c_dev:
-            if not allow_device_mismatch:
-                raise UnusableInput(
-                    f"device differs: baseline on {b_dev}, current run on {c_dev}; "
-                    "pass --allow-device-mismatch (pytest: --gpt2-allow-device-mismatch) "
-                    "to compare anyway"
-                )
-            notes.append(f"device differs ({b_dev} vs {c_dev}): compared anyway as asked")
-    for key in FINGERPRINT_KEYS:
-        if key in ("device", "device_name") or b[key] is None or c[key] is None:
-            continue
-        if b[key] != c[key]:
-            notes.append(f"{key} differs: baseline {b[key]}, current {c[key]}")
-    return notes
-
-
 # --- calibrated baselines: several processes pooled ---------------------------------------------
+
+
+# A process whose control-normalised steps sit this far from the median process's (median over
+# the grid) looks contended: its spread is left out of the calibration (three processes or more)
+# and `baseline` advises recording it again. Identical processes here sit within 1-3%
+# (docs/gate.md, "Baselines"). A robust scale such as the median absolute deviation is no
+# remedy with three processes: it is the smaller of two deviations, about half the std.
+CONTENDED = 0.10
 
 
 def _rel_spread(values: Sequence[float]) -> float:
@@ -154,20 +96,24 @@ def pool_results(
     rounds pooled (with every per-round list of extra_info), and per benchmark the
     between-process spread of every metric (``calibrate=False``: the pooled rounds only)."""
     names = [{b["fullname"] for b in d["benchmarks"]} for d in docs]
-    for doc, label, have in zip(docs, labels, names, strict=True):
-        check_environment(docs[0], doc)
+    _refuse_mixtures(docs, labels)
+    for label, have in zip(labels, names, strict=True):
         for other in names[0] ^ have:
             raise UnusableInput(
                 f"{label}: benchmark {other} is not in every result: pool runs of one grid"
             )
-    by_name = pooling.by_fullname(docs)
     pooled = pooling.pool_results(docs, labels[0])
     if calibrate:
+        kept = _uncontended(docs, labels)
         pooled[samples.CALIBRATION_KEY] = {
             "processes": len(docs),
-            "spread": "sample std over processes of each process's median of rounds (its "
-            "extra_info value where no rounds), as a fraction of their mean",
-            "benchmarks": {f: _spreads(v) for f, v in by_name.items()},
+            "spread_from": [label for label, _ in kept],
+            "spread": "1.4826 x the median absolute deviation over processes (sample std of "
+            "two) of each process's median of rounds (its extra_info value where no rounds), "
+            "as a fraction of their median",
+            "benchmarks": {
+                f: _spreads(v) for f, v in pooling.by_fullname([d for _, d in kept]).items()
+            },
         }
     failed = [c for d in docs for c in files.failed_cases(d)]
     if failed:
@@ -176,6 +122,79 @@ def pool_results(
             "a baseline needs every case measured"
         )
     return pooled
+
+
+# what a benchmark entry says it measured: entries that differ in these never pool
+CASE_KEYS = ("device_name", "model", "dtype", "batch_size", "seq_len", "control_kind")
+
+
+def _refuse_mixtures(docs: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> None:
+    """UnusableInput naming the files and what differs, when the processes are not one setup
+    and stack, or one run is given twice."""
+    first, label0 = fingerprint(docs[0]), labels[0]
+    for doc, label in zip(docs[1:], labels[1:], strict=True):
+        check_environment(docs[0], doc)  # the device and the measuring setup
+        fp = fingerprint(doc)
+        for key in STACK_KEYS:  # setups that differ were refused just above
+            if fp[key] != first[key]:
+                raise UnusableInput(
+                    f"{label0} and {label}: {key} differs ({first[key]} vs {fp[key]}): pool "
+                    "processes of one setup and stack"
+                )
+    seen: dict[str, str] = {}
+    for doc, label in zip(docs, labels, strict=True):
+        key = _run_identity(doc)
+        if key in seen:
+            raise UnusableInput(
+                f"{seen[key]} and {label} are the same run: pool separate processes"
+            )
+        seen[key] = label
+    for fullname, entries in pooling.by_fullname(docs).items():
+        for key in CASE_KEYS:
+            values = {repr(samples.info(e).get(key)) for e in entries}
+            if len(values) > 1:
+                raise UnusableInput(
+                    f"{', '.join(labels)}: benchmark {fullname}: {key} differs between the "
+                    f"results ({', '.join(sorted(values))}): pool runs of one grid"
+                )
+
+
+def _run_identity(doc: Mapping[str, Any]) -> str:
+    """What no two separate processes share: their start time and their first rounds."""
+    first = doc["benchmarks"][0] if doc["benchmarks"] else {}
+    return repr((doc.get("datetime"), first.get("stats", {}).get("data")))
+
+
+def contended(docs: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> list[tuple[str, float]]:
+    """(label, shift) of the processes whose control-normalised step medians sit, over the
+    grid, more than CONTENDED from the median process's: runs disturbed by other work."""
+    shifts: dict[str, list[float]] = {label: [] for label in labels}
+    for entries in pooling.by_fullname(docs).values():
+        medians = [_ratio_median(e) for e in entries]
+        if any(m is None for m in medians) or len(medians) != len(labels):
+            continue
+        center = statistics.median(medians)  # type: ignore[type-var]
+        for label, m in zip(labels, medians, strict=True):
+            shifts[label].append(m / center - 1)  # type: ignore[operator]
+    typical = {label: statistics.median(v) for label, v in shifts.items() if v}
+    return [(label, m) for label, m in typical.items() if abs(m) > CONTENDED]
+
+
+def _uncontended(
+    docs: Sequence[Mapping[str, Any]], labels: Sequence[str]
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """The processes the spread is estimated from: all, but one contended process of three or
+    more is left out (it would raise every threshold; its rounds stay in the pool)."""
+    pairs = list(zip(labels, docs, strict=True))
+    flagged = [label for label, _ in contended(docs, labels)]
+    if len(docs) < 3 or len(flagged) != 1:
+        return pairs
+    return [(label, doc) for label, doc in pairs if label != flagged[0]]
+
+
+def _ratio_median(entry: Mapping[str, Any]) -> float | None:
+    ratios = samples.control_ratios(entry) or samples.round_times(entry)
+    return statistics.median(ratios) if ratios else None
 
 
 # --- command line: `gpt2-bench baseline` -------------------------------------------------------
@@ -226,4 +245,11 @@ def run_baseline(args: argparse.Namespace) -> int:
     facts = ", ".join(f"{k}={fp[k]}" for k in FINGERPRINT_KEYS if fp[k] is not None)
     kind = f"calibrated from {len(docs)} processes" if len(docs) > 1 else "uncalibrated (1 run)"
     print(f"wrote {output}: {len(doc['benchmarks'])} benchmarks, {kind}; {facts}")
+    for label, shift in contended(docs, inputs) if len(docs) > 1 else []:
+        print(
+            f"warning: {label} looks contended: its steps against the control sit {shift:+.0%} "
+            f"from the median process's over the grid (more than {CONTENDED:.0%}); one such "
+            "process of three or more is left out of the spread; record it again on a quiet "
+            "machine"
+        )
     return 0

@@ -18,6 +18,9 @@ from typing import Any
 
 from gpt2_fixtures.results.metrics import EXTRA_METRICS, ROUND_LIST_KEYS
 
+# the top-level section of a calibrated baseline: its between-process spreads
+CALIBRATION_KEY = "gpt2_calibration"
+
 
 class UnusableInput(Exception):
     """An input that cannot be gated on; str() is one line that says why."""
@@ -68,6 +71,9 @@ def validate_result(doc: Any, label: str) -> None:
         raise UnusableInput(f"{label}: holds no benchmarks")
     if "machine_info" in doc and not isinstance(doc["machine_info"], dict):
         raise UnusableInput(f"{label}: 'machine_info' is not an object")
+    problem = _calibration_problem(doc.get(CALIBRATION_KEY))
+    if problem:
+        raise UnusableInput(f"{label}: {CALIBRATION_KEY}: {problem}")
     seen: set[str] = set()
     for i, bench in enumerate(doc["benchmarks"]):
         problem = _entry_problem(bench)
@@ -81,7 +87,12 @@ def validate_result(doc: Any, label: str) -> None:
 
 
 def _is_number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    if not isinstance(x, int | float) or isinstance(x, bool):
+        return False
+    try:  # an integer beyond a float's range overflows here
+        return math.isfinite(x)
+    except OverflowError:
+        return False
 
 
 def _number_problem(key: str, value: Any, positive: bool, optional: bool = False) -> str:
@@ -141,7 +152,36 @@ def _stats_problem(stats: Mapping[str, Any]) -> str:
     return _number_problem("stats.stddev", stats.get("stddev"), positive=False, optional=True)
 
 
+def _calibration_problem(section: Any) -> str:
+    """A calibrated baseline's spreads: {processes: n >= 2, benchmarks: {fullname: {metric:
+    finite spread >= 0}}}, or '' (also when there is no such section)."""
+    if section is None:
+        return ""
+    if not isinstance(section, dict):
+        return "is not an object"
+    n = section.get("processes")
+    if not (isinstance(n, int) and not isinstance(n, bool) and n >= 2):
+        return f"processes is {json.dumps(n) if _jsonable(n) else type(n).__name__}, expected >= 2"
+    benchmarks = section.get("benchmarks")
+    if not isinstance(benchmarks, dict):
+        return "benchmarks is not an object"
+    for fullname, spreads in benchmarks.items():
+        if not isinstance(spreads, dict):
+            return f"benchmark {fullname}: spreads are not an object"
+        for key, value in spreads.items():
+            problem = _number_problem(f"benchmark {fullname}: {key}", value, positive=False)
+            if problem:
+                return problem
+    return ""
+
+
 def _extra_problem(info: Mapping[str, Any], stats: Mapping[str, Any]) -> str:
+    for key in ("batch_size", "seq_len"):  # rates are computed from them
+        value = info.get(key)
+        if value is not None and not (_is_number(value) and value > 0):
+            return _number_problem(f"extra_info.{key}", value, positive=True) or (
+                f"extra_info.{key} is {value!r}, expected > 0"
+            )
     for metric in EXTRA_METRICS:
         # times and rates must be positive; memory may be 0 (nothing allocated), and a
         # footprint is a difference of two readings, so only finiteness is asked of it
@@ -243,6 +283,13 @@ def save_result(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
 def failed_cases(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The cases the plugin recorded as out of memory or failed (`gpt2_bench.failed`)."""
     return list((doc.get("gpt2_bench") or {}).get("failed") or [])
+
+
+def shards(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``gpt2_bench.shards`` record of a sharded run or merge: {"count": N, "present": [i],
+    "missing": [i]}; {} for an unsharded run."""
+    record = (doc.get("gpt2_bench") or {}).get("shards")
+    return record if isinstance(record, dict) else {}
 
 
 def not_selected(doc: Mapping[str, Any]) -> set[str]:

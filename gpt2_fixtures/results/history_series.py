@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gpt2_fixtures.results import baseline, files
+from gpt2_fixtures.results import files, fingerprint
 
 # fingerprint keys that decide which results belong to one series: the device and the CPU's
 # threads set the speed; library versions do not split a series (a torch bump is news)
@@ -102,7 +102,7 @@ def commit_of(doc: Mapping[str, Any]) -> tuple[str, datetime, bool]:
 
 
 def device_key(doc: Mapping[str, Any]) -> tuple[Any, ...]:
-    fp = baseline.fingerprint(doc)
+    fp = fingerprint.fingerprint(doc)
     return tuple(fp.get(k) for k in DEVICE_KEYS)
 
 

@@ -24,7 +24,7 @@ class Metric:
     # "rounds": per-round samples (Mann-Whitney U); "mean": extra_info mean and `_std`
     # (Welch); "effect": no significance test (memory is nearly deterministic)
     test: TestKind
-    # extra_info list of per-round values aligned with stats.data (contract 4): when both sides
+    # extra_info list of per-round values aligned with stats.data (docs/gate.md): when both sides
     # carry it, the metric is judged on those rounds, normalised by the control like time
     rounds_key: str | None = None
     # the per-round value is batch_size * 1000 / (the rounds_key value in ms): a rate
@@ -33,6 +33,13 @@ class Metric:
     threshold_of: str | None = None
     # the default threshold's absolute floor, in the metric's unit (memory: allocator granularity)
     floor: float = 0.0
+    # False: recorded and shown, never judged on its own (a quantity computed from the time
+    # the gate already judges, e.g. TFLOP/s = FLOPs / time: judging both would count one change
+    # twice and let a row without a spread decide)
+    judged: bool = True
+    # True: the same in identical processes on one stack (no noise between them), so threads and
+    # the allocator do not change it and no spread widens its threshold
+    exact: bool = False
 
     @property
     def std_key(self) -> str:
@@ -51,18 +58,18 @@ EXTRA_METRICS: tuple[Metric, ...] = (
     Metric("tokens_per_s", "tok/s", False, True, "mean"),
     Metric("decode_tokens_per_s", "tok/s", False, True, "mean", "tpot_round_ms", True),
     Metric("tokens_per_s_per_rank", "tok/s", False, True, "mean"),
-    Metric("achieved_tflops", "TFLOP/s", False, True, "mean"),
-    Metric("mfu", "", False, True, "mean"),
+    Metric("achieved_tflops", "TFLOP/s", False, True, "mean", judged=False),
+    Metric("mfu", "", False, True, "mean", judged=False),
     Metric("ttft_ms", "ms", True, True, "mean", "ttft_round_ms"),
     Metric("tpot_ms", "ms", True, True, "mean", "tpot_round_ms"),
     Metric("peak_memory_mb", "MB", True, False, "effect", floor=1.0),
     # CUDA's caching allocator reserves in 2 MB blocks
     Metric("peak_reserved_mb", "MB", True, False, "effect", floor=2.0),
-    # the case's own footprint, independent of which cases ran before it (contract 5)
+    # the case's own footprint, independent of which cases ran before it (docs/measuring.md)
     Metric("footprint_memory_mb", "MB", True, False, "effect", floor=1.0),
     # off CUDA: the tensor memory a settled step allocates beyond what was alive before it,
     # from the profiler's allocation events (exact, where the resident set is not)
-    Metric("step_allocated_mb", "MB", True, False, "effect", floor=1.0),
+    Metric("step_allocated_mb", "MB", True, False, "effect", floor=1.0, exact=True),
 )
 
 

@@ -11,14 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gpt2_fixtures.results import baseline as baseline_io
 from gpt2_fixtures.results import files
+from gpt2_fixtures.results.fingerprint import check_environment
 from gpt2_fixtures.results.gate import samples
 from gpt2_fixtures.results.gate.model import (
+    CALIBRATED_CAP,
     CALIBRATED_TIME_REL,
     CONTROL_TOLERANCES,
     DRIFT,
-    IMPROVED,
     INCONCLUSIVE,
     MISSING,
     NA,
@@ -27,6 +27,7 @@ from gpt2_fixtures.results.gate.model import (
     PASS,
     REGRESSION,
     TIME_REL,
+    UNCALIBRATED_RSS_REL,
     GateResult,
     GateSettings,
     Row,
@@ -35,8 +36,10 @@ from gpt2_fixtures.results.gate.model import (
 )
 from gpt2_fixtures.results.gate.stats import (
     MIN_ROUNDS,
+    Alternative,
+    Evidence,
+    decide,
     holm_levels,
-    judge,
     log_welch_p,
     mean_change_ci,
     min_rounds_p,
@@ -61,30 +64,38 @@ class _Pair:
     base: Mapping[str, Any]
     cur: Mapping[str, Any]
     settings: GateSettings
-    alpha: float  # per-test significance level at the start of Holm's step-down (Bonferroni)
     baseline_doc: Result
     # the median spread per ("", metric) over the grid and per (phase, metric)
     typical: Mapping[tuple[str, str], float]
-    # (name, metric) -> the level Holm's step-down granted a test it rejected
-    levels: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    # the strictest level of the comparison's family (alpha / number of tests): a test is chosen
+    # by what it can reach there, so p-values do not depend on the levels granted
+    strictest: float = 1.0
+    # (benchmark, metric) -> the level Holm's step-down granted a regression test it rejected
+    levels: Mapping[tuple[str, str], float] | None = None
 
     @property
     def name(self) -> str:
         return str(self.cur["name"])
 
     def level(self, metric: Metric) -> float:
-        """The significance level this benchmark's test of ``metric`` is judged at."""
-        return self.levels.get((self.name, metric.key), self.alpha)
+        """The level a regression test is judged at: Holm's where it granted one; before Holm
+        ran (the first pass) every test is provisionally at alpha, so that its p is recorded."""
+        if self.levels is None:
+            return self.settings.alpha
+        return self.levels.get((self.name, metric.key), 0.0)
+
+    @property
+    def better_level(self) -> float:
+        """Improvements are held to the strictest level (Bonferroni's alpha / tests)."""
+        return self.settings.alpha if self.levels is None else self.strictest
 
     def threshold(self, metric: Metric) -> Threshold:
         """The configured threshold, raised for a calibrated baseline of n processes to
-        k x spread x sqrt(1 + 1/n): the current process differs from the pooled baseline by one
-        process's spread plus that of the mean of n. The spread is the benchmark's own, at least
-        the median over the grid's benchmarks and over those of its phase."""
+        k x spread x sqrt(1 + 1/n), capped at CALIBRATED_CAP (docs/gate.md, "Baselines")."""
         thr, explicit = self.settings.thresholds.find(self.name, self.cur["fullname"], metric.key)
         own = samples.spread(self.baseline_doc, self.base["fullname"], metric.key)
-        if own is None:
-            return thr
+        if own is None or metric.exact:
+            return thr if own is not None or explicit else _uncalibrated(thr, metric, self.base)
         if not explicit and thr.rel == TIME_REL:
             # the measured spread, not the uncalibrated default, guards against process noise
             thr = Threshold(CALIBRATED_TIME_REL, thr.floor)
@@ -95,7 +106,20 @@ class _Pair:
         calibrated = k * spread * math.sqrt(1 + 1 / n)
         if calibrated <= thr.rel:
             return Threshold(thr.rel, thr.floor, f"calibrated: {k:g} x {spread:.2%} spread is less")
+        if calibrated > CALIBRATED_CAP:
+            why = f"capped: {k:g} x {spread:.2%} spread is {calibrated:.0%}; recalibrate"
+            return Threshold(CALIBRATED_CAP, thr.floor, why)
         return Threshold(calibrated, thr.floor, f"{k:g} x {spread:.2%} between-process spread")
+
+
+def _uncalibrated(thr: Threshold, metric: Metric, base: Mapping[str, Any]) -> Threshold:
+    """A default threshold against a one-process baseline. A CPU's resident peak moves 1-3%
+    between identical processes (docs/gate.md, "Memory"), so it is not judged at 1% there."""
+    resident = samples.info(base).get("memory_kind") == "cpu_rss" and metric.test == "effect"
+    if resident and not metric.exact and thr.rel < UNCALIBRATED_RSS_REL:
+        why = "resident memory from one process; calibrate for a tighter threshold"
+        return Threshold(UNCALIBRATED_RSS_REL, thr.floor, why)
+    return thr
 
 
 def compare(baseline: Result, current: Result, settings: GateSettings | None = None) -> GateResult:
@@ -105,47 +129,34 @@ def compare(baseline: Result, current: Result, settings: GateSettings | None = N
     files.validate_result(current, "current run")
     base_by = {b["fullname"]: b for b in baseline["benchmarks"]}
     cur_by = {b["fullname"]: b for b in current["benchmarks"]}
-    shared = [f for f in cur_by if f in base_by]
-    # A grid of 25 cases tested at 1% each would raise a false alarm in about 1 run of 5 by
-    # chance alone: alpha bounds the whole comparison, per metric, by Holm's step-down over the
-    # benchmarks compared. It starts at Bonferroni's alpha / m and is as safe, but a test that
-    # comes after rejected ones is held to alpha / (m - rejected), so a change that slows every
-    # case is not judged as if each case were the only one moved (Holm 1979).
-    alpha = settings.alpha / max(1, len(shared))
     typical = samples.typical_spreads(baseline)
     pairs = [
-        _Pair(base_by[f], cur, settings, alpha, baseline, typical)
+        _Pair(base_by[f], cur, settings, baseline, typical)
         for f, cur in cur_by.items()
         if f in base_by
     ]
-    judged = [_compare_benchmark(pair) for pair in pairs]
-    tests = [(r.benchmark, r.metric, r.p_value) for bench_rows, _ in judged for r in bench_rows]
-    levels = holm_levels(tests, settings.alpha, len(shared))
-    if levels:  # p-values do not depend on the levels: judge again at the levels granted
-        judged = [_compare_benchmark(replace(pair, levels=levels)) for pair in pairs]
-    by_name = {pair.cur["fullname"]: bench for pair, bench in zip(pairs, judged, strict=True)}
-    rows: list[Row] = []
-    bases_used: set[str] = set()
-    for fullname, cur in cur_by.items():
-        if fullname not in base_by:
-            rows.append(_new_row(cur, baseline))
-            continue
-        bench_rows, basis = by_name[fullname]
-        bases_used.add(basis)
-        rows.extend(bench_rows)
+    # alpha bounds the whole comparison: Holm's step-down over every test of every benchmark
+    # (Holm 1979). The first pass records the p-values; the test chosen for a row depends only
+    # on the strictest level (alpha / tests), so the second pass judges the same p-values.
+    m = sum(len(_compare_benchmark(pair).tests) for pair in pairs)
+    strictest = settings.alpha / max(1, m)
+    pairs = [replace(pair, strictest=strictest) for pair in pairs]
+    tests = [t for pair in pairs for t in _compare_benchmark(pair).tests]
+    levels = holm_levels(tests, settings.alpha)
+    judged = [_compare_benchmark(replace(pair, levels=levels)) for pair in pairs]
+    rows, bases_used = _assemble(pairs, judged, cur_by, base_by, baseline)
     failed = [c for c in files.failed_cases(current) if c["fullname"] not in cur_by]
     rows.extend(_failed_row(case, base_by.get(case["fullname"]), baseline) for case in failed)
     failed_names = {c["fullname"] for c in failed}
     absent = [b for f, b in base_by.items() if f not in cur_by and f not in failed_names]
     deselected = files.not_selected(current)
-    for b in absent:
-        rows.append(_absent_row(b, b["fullname"] in deselected, settings))
-    notes = [*_basis_notes(bases_used), *_calibration_notes(baseline)]
-    if len(shared) > 1:
+    rows.extend(_absent_row(b, b["fullname"] in deselected, settings) for b in absent)
+    notes = [*_basis_notes(bases_used), *_calibration_notes(baseline), *_shard_notes(current)]
+    if m > 1:
         notes.append(
-            f"significance: alpha {settings.alpha:g} for the whole comparison, per metric, by "
-            f"Holm's step-down over {len(shared)} benchmarks (the smallest p needs "
-            f"p < {alpha:.2g}, the next p < {settings.alpha / max(1, len(shared) - 1):.2g}, ...)"
+            f"significance: alpha {settings.alpha:g} for the whole comparison, by Holm's "
+            f"step-down over its {m} tests (the smallest p needs p < {strictest:.2g}, the next "
+            f"p < {settings.alpha / max(1, m - 1):.2g}, ...)"
         )
     return GateResult(
         rows=tuple(rows),
@@ -154,8 +165,27 @@ def compare(baseline: Result, current: Result, settings: GateSettings | None = N
         notes=tuple(notes),
         settings=settings,
         failed_cases=tuple(c["name"] for c in failed),
-        compared=len(shared),
+        compared=len(pairs),
     )
+
+
+def _assemble(
+    pairs: list[_Pair],
+    judged: list[_Judged],
+    cur_by: Mapping[str, Mapping[str, Any]],
+    base_by: Mapping[str, Mapping[str, Any]],
+    baseline: Result,
+) -> tuple[list[Row], set[str]]:
+    by_name = {pair.cur["fullname"]: bench for pair, bench in zip(pairs, judged, strict=True)}
+    rows: list[Row] = []
+    bases_used: set[str] = set()
+    for fullname, cur in cur_by.items():
+        if fullname not in base_by:
+            rows.append(_new_row(cur, baseline))
+            continue
+        bases_used.add(by_name[fullname].basis)
+        rows.extend(by_name[fullname].rows)
+    return rows, bases_used
 
 
 def _new_row(cur: Mapping[str, Any], baseline: Result) -> Row:
@@ -202,10 +232,18 @@ def _basis_notes(bases: set[str]) -> list[str]:
         )
     if "raw" in bases:
         notes.append(
-            "time judged on raw per-round times (no aligned control_round_s of the same "
-            "control_kind on both sides)"
+            "time judged on raw per-round times (--time-basis raw, or no control workload "
+            "on either side; a side that lacks what the other has is not judged)"
         )
     return notes
+
+
+def _shard_notes(current: Result) -> list[str]:
+    shards = files.shards(current)
+    if not shards.get("missing"):
+        return []
+    absent = ", ".join(f"{i}/{shards['count']}" for i in shards["missing"])
+    return [f"shard {absent} never arrived: its cases are missing, not deselected"]
 
 
 def _calibration_notes(baseline: Result) -> list[str]:
@@ -233,105 +271,164 @@ def _incomparable(pair: _Pair) -> str:
     return ""
 
 
-def _compare_benchmark(pair: _Pair) -> tuple[list[Row], str]:
+@dataclass(frozen=True)
+class _Judged:
+    rows: list[Row]
+    basis: str  # "ratio", "raw" or "none": how time was judged
+    # ((benchmark, metric), one-sided p of the regression direction) of every test made
+    tests: list[tuple[tuple[str, str], float | None]] = field(default_factory=list)
+
+
+def _compare_benchmark(pair: _Pair) -> _Judged:
     mismatch = _incomparable(pair)
     if mismatch:
-        return [lonely_row(pair.name, NA, mismatch)], "none"
-    b_kind, c_kind = samples.control_kind(pair.base), samples.control_kind(pair.cur)
-    same_control = b_kind == c_kind
-    use_ratio = pair.settings.time_basis == "auto" and same_control
-    rows: list[Row] = []
+        return _Judged([lonely_row(pair.name, NA, mismatch)], "none")
+    basis = samples.basis(pair.base, pair.cur, pair.settings.time_basis)
+    judged: list[tuple[Row, Evidence | None]] = []
     confirmers: dict[str, Row] = {}
-    for metric in (TIME, *(m for m in EXTRA_METRICS if m.rounds_key)):
+    for metric in (TIME, *(m for m in EXTRA_METRICS if m.rounds_key and m.judged)):
         raw = _raw_rounds_row(pair, metric)
         if raw is None:
             continue
-        if metric is TIME and not same_control:
-            differ = f"control workloads differ: {b_kind} vs {c_kind}"
-            raw = replace(raw, note="; ".join(filter(None, (differ, raw.note))))
-        rows.append(raw)
-        norm = _normalised_row(pair, metric) if use_ratio else None
+        judged.append(raw)
+        norm = _normalised_row(pair, metric) if basis.ratio else None
         if norm is not None:
-            rows.append(norm)
-            confirmers[metric.key] = norm
-    ratio_row = confirmers.get(TIME.key)
-    judged = {r.metric for r in rows}
+            judged.append(norm)
+            confirmers[metric.key] = norm[0]
+    done = {r.metric for r, _ in judged}
     for metric in EXTRA_METRICS:
-        extra = None if metric.key in judged else _mean_or_effect_row(pair, metric)
-        rows += [extra] if extra is not None else []
-    rows = [_confirm(r, confirmers.get(r.metric, ratio_row), pair.settings) for r in rows]
-    return rows, "ratio" if ratio_row is not None else "raw"
+        if metric.judged and metric.key not in done:
+            extra = _mean_or_effect_row(pair, metric)
+            judged += [extra] if extra is not None else []
+    time_ratio = confirmers.get(TIME.key)
+    rows = [_on_basis(r, _confirmer(r, confirmers, time_ratio), basis, pair) for r, _ in judged]
+    tests = [((r.benchmark, r.metric), ev.p_worse) for r, ev in judged if ev and ev.tested]
+    used = "ratio" if time_ratio is not None else "raw" if basis.raw_by_choice else "none"
+    return _Judged(rows, used, tests)
 
 
-def _row(pair: _Pair, metric: Metric, b: float | None, c: float | None, **kw: Any) -> Row:
-    """A row judged by effect (and test, when p_value is given), or n/a without both values."""
-    thr = kw.pop("threshold", None) or pair.threshold(metric)
-    note, p, low, high = kw.get("note", ""), kw.get("p"), kw.get("low"), kw.get("high")
-    if b is None or c is None or kw.get("verdict") in (NA, INCONCLUSIVE):
-        verdict = kw.get("verdict") or NA
+def _confirmer(r: Row, confirmers: Mapping[str, Row], time_ratio: Row | None) -> Row | None:
+    """The normalised row that confirms a wall-clock row: its own where it has per-round values
+    (TTFT is not confirmed by the whole call), the time ratio for means such as throughput."""
+    metric = METRICS.get(r.metric)
+    if metric is TIME or (metric is not None and metric.rounds_key):
+        return confirmers.get(r.metric)
+    return time_ratio
+
+
+def _row(
+    pair: _Pair, metric: Metric, b: float | None, c: float | None, ev: Evidence | None, note: str
+) -> tuple[Row, Evidence | None]:
+    """A row judged by the one decision rule, or inconclusive without evidence (the note says
+    why), or n/a without both values."""
+    thr = pair.threshold(metric) if b is not None else Threshold(0.0)
+    return _decided(pair, metric, b, c, ev, note, thr), ev
+
+
+def _decided(
+    pair: _Pair,
+    metric: Metric,
+    b: float | None,
+    c: float | None,
+    ev: Evidence | None,
+    note: str,
+    thr: Threshold,
+) -> Row:
+    if b is None or c is None or ev is None:
+        verdict = NA if b is None or c is None else INCONCLUSIVE
         change = None if b is None or c is None or not b else (c - b) / abs(b)
-        return Row(
-            pair.name, metric.key, metric.unit, b, c, change, low, high, p, str(thr), verdict, note
-        )
-    change, verdict = judge(metric, b, c, p, thr, pair.level(metric))
-    return Row(
-        pair.name, metric.key, metric.unit, b, c, change, low, high, p, str(thr), verdict, note
+        return Row(pair.name, metric.key, metric.unit, b, c, change, None, None, None, str(thr),
+                   verdict, note)  # fmt: skip
+    verdict, why = decide(metric, b, ev, thr, pair.level(metric), pair.better_level)
+    shown_p = ev.p_worse if _toward_worse(metric, ev.change) else ev.p_better
+    note = "; ".join(filter(None, (note, why)))
+    return Row(pair.name, metric.key, metric.unit, b, c, ev.change, ev.low, ev.high, shown_p,
+               str(thr), verdict, note)  # fmt: skip
+
+
+def _toward_worse(metric: Metric, change: float) -> bool:
+    return change > 0 if metric.higher_is_worse else change < 0
+
+
+def _directions(metric: Metric) -> tuple[Alternative, Alternative]:
+    """(worse, better) as scipy's alternatives of "current vs baseline"."""
+    return ("greater", "less") if metric.higher_is_worse else ("less", "greater")
+
+
+def _rounds_evidence(pair: _Pair, metric: Metric, b: list[float], c: list[float]) -> Evidence:
+    """Per-round samples: Mann-Whitney where it can reach the strictest level, else Welch on log
+    rounds; the interval goes with the Mann-Whitney test (Hodges-Lehmann)."""
+    b_med, c_med = statistics.median(b), statistics.median(c)
+    low, high = rounds_change_ci(c, b)
+    worse, better = _directions(metric)
+    test = one_sided_rounds_p if min_rounds_p(len(c), len(b)) < pair.strictest else log_welch_p
+    return Evidence(
+        change=(c_med - b_med) / abs(b_med),
+        low=low,
+        high=high,
+        p_worse=test(c, b, worse),
+        p_better=test(c, b, better),
+        rounds=min(len(b), len(c)),
     )
 
 
-def _rounds_row(pair: _Pair, metric: Metric, b: list[float], c: list[float], note: str) -> Row:
-    """A per-round metric: Mann-Whitney where it can reach alpha, else Welch on log rounds;
-    below MIN_ROUNDS rounds a side, no verdict."""
+def _mean_evidence(
+    metric: Metric, b: tuple[float, float, int], c: tuple[float, float, int]
+) -> Evidence:
+    """(mean, std, n) on each side: Welch's test and the normal interval of the means; the
+    change is that of the means, the same statistic the test weighs."""
+    low, high = mean_change_ci(c, b)
+    worse, better = _directions(metric)
+    return Evidence(
+        change=(c[0] - b[0]) / abs(b[0]),
+        low=low,
+        high=high,
+        p_worse=one_sided_mean_p(c, b, worse),
+        p_better=one_sided_mean_p(c, b, better),
+        rounds=min(b[2], c[2]),
+    )
+
+
+def _too_few(n_b: int, n_c: int) -> str:
+    return f"too few rounds ({n_b} and {n_c}; {MIN_ROUNDS} needed): not judged"
+
+
+def _rounds_row(
+    pair: _Pair, metric: Metric, b: list[float], c: list[float]
+) -> tuple[Row, Evidence | None]:
     b_med, c_med = statistics.median(b), statistics.median(c)
     if min(len(b), len(c)) < MIN_ROUNDS:
-        why = f"too few rounds ({len(b)} and {len(c)}; {MIN_ROUNDS} needed): not judged"
-        return _row(pair, metric, b_med, c_med, verdict=INCONCLUSIVE, note=why)
-    low, high = rounds_change_ci(c, b)
-    # the test is chosen at the strictest level, so p does not change with Holm's levels
-    if min_rounds_p(len(c), len(b)) < pair.alpha:
-        p = one_sided_rounds_p(c, b)
-    else:
-        p = log_welch_p(c, b)
-        fallback = (
-            f"Mann-Whitney cannot reach p < {pair.alpha:.2g} with {len(b)} and {len(c)} "
+        return _row(pair, metric, b_med, c_med, None, _too_few(len(b), len(c)))
+    note = ""
+    if min_rounds_p(len(c), len(b)) >= pair.strictest:
+        note = (
+            f"Mann-Whitney cannot reach p < {pair.strictest:.2g} with {len(b)} and {len(c)} "
             "rounds: Welch t-test on log rounds"
         )
-        note = "; ".join(filter(None, (note, fallback)))
-        row = _row(pair, metric, b_med, c_med, p=p, low=low, high=high, note=note)
-        if row.verdict == PASS and abs(row.change or 0) > pair.threshold(metric).rel:
-            # beyond the threshold, and the fallback cannot tell: not a pass
-            why = f"too few rounds ({len(b)} and {len(c)}) to tell a change of this size"
-            return replace(row, verdict=INCONCLUSIVE, note=why)
-        return row
-    return _row(pair, metric, b_med, c_med, p=p, low=low, high=high, note=note)
+    return _row(pair, metric, b_med, c_med, _rounds_evidence(pair, metric, b, c), note)
 
 
-def _raw_rounds_row(pair: _Pair, metric: Metric) -> Row | None:
+def _raw_rounds_row(pair: _Pair, metric: Metric) -> tuple[Row, Evidence | None] | None:
     b, c = samples.metric_rounds(pair.base, metric), samples.metric_rounds(pair.cur, metric)
     if b is not None and c is not None:
-        return _rounds_row(pair, metric, b, c, "")
+        return _rounds_row(pair, metric, b, c)
     if metric is not TIME:
         return None  # judged from its mean below
-    # no per-round samples on a side: Welch's test from the stats
-    bs, cs = pair.base["stats"], pair.cur["stats"]
-    b_t = (bs["mean"] * 1e3, (bs.get("stddev") or 0.0) * 1e3, int(bs["rounds"]))
-    c_t = (cs["mean"] * 1e3, (cs.get("stddev") or 0.0) * 1e3, int(cs["rounds"]))
-    b_med, c_med = bs["median"] * 1e3, cs["median"] * 1e3
+    # no per-round samples on a side: Welch's test from the stats' means
+    b_t, c_t = samples.stats_mean_std_n(pair.base), samples.stats_mean_std_n(pair.cur)
+    lacking = samples.lacking_rounds(pair.base, pair.cur)
     if min(b_t[2], c_t[2]) < MIN_ROUNDS:
-        why = f"too few rounds ({b_t[2]} and {c_t[2]}; {MIN_ROUNDS} needed): not judged"
-        return _row(pair, TIME, b_med, c_med, verdict=INCONCLUSIVE, note=why)
-    low, high = mean_change_ci(c_t, b_t)
-    p = one_sided_mean_p(c_t, b_t)
-    return _row(pair, TIME, b_med, c_med, p=p, low=low, high=high, note="no per-round samples")
+        return _row(pair, TIME, b_t[0], c_t[0], None, _too_few(b_t[2], c_t[2]))
+    return _row(pair, TIME, b_t[0], c_t[0], _mean_evidence(TIME, b_t, c_t), lacking)
 
 
-def _normalised_row(pair: _Pair, metric: Metric) -> Row | None:
+def _normalised_row(pair: _Pair, metric: Metric) -> tuple[Row, Evidence | None] | None:
     b = samples.normalised_rounds(pair.base, metric)
     c = samples.normalised_rounds(pair.cur, metric)
     if b is None or c is None:
         return None
-    row = _rounds_row(pair, NORMALISED[metric.key], b, c, "")
-    return row if pair.settings.device_mismatch else _speed_check(row, pair)
+    row, ev = _rounds_row(pair, NORMALISED[metric.key], b, c)
+    return (row if pair.settings.device_mismatch else _speed_check(row, pair)), ev
 
 
 def _speed_check(row: Row, pair: _Pair) -> Row:
@@ -359,56 +456,97 @@ def control_tolerance(settings: GateSettings, kind: str) -> float:
     return CONTROL_TOLERANCES.get(kind.split("-")[0], CONTROL_TOLERANCES["matmul"])
 
 
-def _mean_or_effect_row(pair: _Pair, metric: Metric) -> Row | None:
+def _mean_or_effect_row(pair: _Pair, metric: Metric) -> tuple[Row, Evidence | None] | None:
     """An extra_info metric from its mean and `_std` (Welch), or memory by effect alone."""
     b_val = samples.info(pair.base).get(metric.key)
     c_val = samples.info(pair.cur).get(metric.key)
     if b_val is None and c_val is None:
         return None
     if b_val is None:
-        return _row(pair, metric, None, c_val, verdict=NEW, note="not recorded in the baseline")
+        thr = Threshold(0.0)
+        row = _decided(pair, metric, None, c_val, None, "not recorded in the baseline", thr)
+        return replace(row, verdict=NEW), None
     if c_val is None:
-        return _row(pair, metric, b_val, None, note="not recorded in the current run")
+        return _row(pair, metric, b_val, None, None, "not recorded in the current run")
     if metric.test == "effect":
         return _memory_row(pair, metric, float(b_val), float(c_val))
     b_t, c_t = samples.mean_std_n(pair.base, metric.key), samples.mean_std_n(pair.cur, metric.key)
     if b_t is None or c_t is None:
-        return _row(pair, metric, b_val, c_val, note="no _std recorded: effect only")
-    low, high = mean_change_ci(c_t, b_t)
-    return _row(pair, metric, b_val, c_val, p=one_sided_mean_p(c_t, b_t), low=low, high=high)
+        side = "baseline" if b_t is None else "current run"
+        return _row(pair, metric, b_val, c_val, None, f"no {metric.std_key} in the {side}")
+    if min(b_t[2], c_t[2]) < MIN_ROUNDS:
+        return _row(pair, metric, b_val, c_val, None, _too_few(b_t[2], c_t[2]))
+    return _row(pair, metric, b_t[0], c_t[0], _mean_evidence(metric, b_t, c_t), "")
 
 
-def _memory_row(pair: _Pair, metric: Metric, b_val: float, c_val: float) -> Row:
+def _memory_row(
+    pair: _Pair, metric: Metric, b_val: float, c_val: float
+) -> tuple[Row, Evidence | None]:
     kind_b = samples.info(pair.base).get("memory_kind")
     kind_c = samples.info(pair.cur).get("memory_kind")
+    ev = Evidence(change=(c_val - b_val) / abs(b_val) if b_val else 0.0, tested=False)
     if kind_b != kind_c:
         note = f"memory_kind differs: {kind_b} vs {kind_c}"
-        return _row(pair, metric, b_val, c_val, verdict=NA, note=note)
+        return replace(_row(pair, metric, b_val, c_val, ev, note)[0], verdict=NA), None
     thr = pair.threshold(metric)
     std = samples.info(pair.base).get(metric.std_key) or 0.0
     band = NOISE_BAND_SIGMAS * float(std)
     note = ""
-    if band > thr.floor:
+    if band > thr.floor and not metric.exact:
         thr = Threshold(thr.rel, band, thr.why)
         note = f"noise band {band:.3g} {metric.unit}: {NOISE_BAND_SIGMAS:g} x the baseline's std"
-    return _row(pair, metric, b_val, c_val, threshold=thr, note=note)
+    if not b_val and c_val:  # nothing before, something now: a change of any size
+        ev = Evidence(change=math.inf, tested=False)
+    return _decided(pair, metric, b_val, c_val, ev, note, thr), ev
 
 
-def _confirm(r: Row, confirmer: Row | None, settings: GateSettings) -> Row:
-    """A wall-clock change counts only when its control-normalised row agrees: a regression or
-    an improvement there that the ratio does not show is the machine (drift)."""
+def _on_basis(r: Row, confirmer: Row | None, basis: samples.Basis, pair: _Pair) -> Row:
+    """A wall-clock row on the basis the two sides allow (docs/gate.md, "One decision rule"):
+    its change is the machine's (drift) only when the control moved the same way and the
+    normalised row does not confirm it; without a way to tell, it is not judged."""
     metric = METRICS.get(r.metric)
-    if metric is None or not metric.time_derived or r.verdict in (NA, INCONCLUSIVE, NEW):
+    if metric is None or r.verdict in (NA, NEW):
         return r
-    if confirmer is None and settings.device_mismatch:
+    if pair.settings.stack_change and (metric.time_derived or metric.threshold_of):
+        return _stack_row(r, pair)
+    if not metric.time_derived:
+        return r
+    if confirmer is None and pair.settings.device_mismatch:
         return replace(r, verdict=INCONCLUSIVE, note="device differs and no control ratio")
-    if confirmer is None or r.verdict not in (REGRESSION, IMPROVED):
+    if basis.raw_by_choice:
         return r
-    if confirmer.verdict == r.verdict:
+    if confirmer is None:
+        return _unconfirmed(r, metric, basis, pair)
+    if r.verdict == confirmer.verdict or r.verdict == PASS:
         return r
-    if confirmer.verdict == INCONCLUSIVE and r.verdict == REGRESSION:
-        return replace(r, verdict=INCONCLUSIVE, note=f"{confirmer.metric} is inconclusive")
-    return replace(r, verdict=DRIFT, note=f"not confirmed by {confirmer.metric}")
+    if pair.settings.device_mismatch or basis.explains(metric, r.change):
+        return replace(r, verdict=DRIFT, note=f"not confirmed by {confirmer.metric}; "
+                       f"{basis.control_note}")  # fmt: skip
+    return r  # the control did not move this way: the wall-clock change is judged
+
+
+def _unconfirmed(r: Row, metric: Metric, basis: samples.Basis, pair: _Pair) -> Row:
+    """A wall-clock row with no normalised row to confirm it. Judged as measured only where the
+    control was measured on both sides and did not move; otherwise not judged, saying which
+    file lacks what (never a silent change of basis)."""
+    lacking = basis.lacking or samples.lacking_list(pair.base, pair.cur, metric.rounds_key)
+    if basis.control_unmoved and r.verdict != INCONCLUSIVE:
+        note = (
+            f"judged on wall-clock: {lacking}, and the control did not move ({basis.control_note})"
+        )
+        return replace(r, note="; ".join(filter(None, (r.note, note))))
+    note = f"not judged: {lacking}; or gate with --time-basis raw"
+    return replace(r, verdict=INCONCLUSIVE, note=note)
+
+
+def _stack_row(r: Row, pair: _Pair) -> Row:
+    """The software stack under the control changed: the control moved with it, so a time row
+    never passes (nor improves) on its own; a regression stays one."""
+    if r.verdict in (REGRESSION, INCONCLUSIVE):
+        return r
+    stack = ", ".join(pair.settings.stack_change)
+    note = f"stack differs ({stack}): judge it with gpt2-bench ab --base-python"
+    return replace(r, verdict=INCONCLUSIVE, note=note)
 
 
 def gate_documents(
@@ -419,8 +557,10 @@ def gate_documents(
 ) -> GateResult:
     """Check the environments (raises files.UnusableInput on a device mismatch) and compare."""
     settings = settings or GateSettings()
-    env_notes = baseline_io.check_environment(baseline, current, allow_device_mismatch)
-    if allow_device_mismatch and any(n.startswith("device differs") for n in env_notes):
+    env = check_environment(baseline, current, allow_device_mismatch)
+    env_notes = list(env.notes)
+    settings = replace(settings, stack_change=env.stack)
+    if env.device_mismatch:
         settings = replace(settings, device_mismatch=True)
         env_notes.append(
             "devices differ: time judged on the control ratio only (raw wall-clock rows are "

@@ -54,6 +54,12 @@ MEMORY_REL = 0.01
 # pull request for: the benchmark's own k x spread, not this, guards against process noise
 # there (figures: docs/gate.md). An explicit --threshold is used as given.
 CALIBRATED_TIME_REL = 0.05
+# A calibrated threshold is never wider than this: one contended calibration process must not
+# blind the gate (a row at the cap says so; docs/gate.md, "Baselines").
+CALIBRATED_CAP = 0.20
+# Against a one-process baseline, a CPU's resident peak (not exact: 1-3% apart between identical
+# processes, docs/gate.md "Memory") is judged at this, not at 1%.
+UNCALIBRATED_RSS_REL = 0.10
 DEFAULT_THRESHOLDS: dict[str, Threshold] = {
     # normalised rows (time/control, ttft_ms/control, ...) use their raw metric's threshold
     m.key: Threshold(MEMORY_REL if m.test == "effect" else TIME_REL, m.floor)
@@ -143,7 +149,7 @@ SPREAD_K = 3.0
 @dataclass(frozen=True)
 class GateSettings:
     thresholds: Thresholds = field(default_factory=Thresholds)
-    alpha: float = 0.01  # significance level of the whole comparison (split over benchmarks)
+    alpha: float = 0.01  # significance level of the whole comparison (Holm over all its tests)
     time_basis: TimeBasis = "auto"
     # a baseline benchmark absent from the current run fails the gate; False (compare --subset)
     # reports it "not selected"
@@ -157,6 +163,9 @@ class GateSettings:
     # set by gate_documents when the devices differ and the user allowed it: time is judged on
     # the control ratio only, and the machine-speed check does not apply
     device_mismatch: bool = False
+    # set by gate_documents: the software stack under the control differs (e.g. "torch 2.13.0
+    # -> 2.14.0"); time rows then never pass on their own
+    stack_change: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:

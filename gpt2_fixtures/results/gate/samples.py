@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from gpt2_fixtures.results.files import CALIBRATION_KEY
+from gpt2_fixtures.results.gate.stats import rounds_change_ci
 from gpt2_fixtures.results.metrics import TIME, Metric
-
-CALIBRATION_KEY = "gpt2_calibration"
 
 
 def info(bench: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -125,3 +126,110 @@ def typical_spreads(doc: Mapping[str, Any]) -> dict[tuple[str, str], float]:
 def phase(bench: Mapping[str, Any]) -> str:
     """The benchmark's phase (``extra_info.phase``: train, infer, ...), or '' when unknown."""
     return str(info(bench).get("phase") or "")
+
+
+def stats_mean_std_n(bench: Mapping[str, Any]) -> tuple[float, float, int]:
+    """(mean ms, std ms, rounds) of pytest-benchmark's stats, for a result without rounds."""
+    stats = bench["stats"]
+    return stats["mean"] * 1e3, (stats.get("stddev") or 0.0) * 1e3, int(stats["rounds"])
+
+
+def _sides(base: Mapping[str, Any], cur: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    return [("baseline", base), ("current run", cur)]
+
+
+def lacking_rounds(base: Mapping[str, Any], cur: Mapping[str, Any]) -> str:
+    """Which side was saved without per-round samples, and how to record them; or ''."""
+    sides = [side for side, b in _sides(base, cur) if round_times(b) is None]
+    if not sides:
+        return ""
+    return (
+        f"the {' and the '.join(sides)} has no stats.data (per-round samples: save with "
+        "--benchmark-json, or --benchmark-save-data with --benchmark-autosave)"
+    )
+
+
+def lacking_list(base: Mapping[str, Any], cur: Mapping[str, Any], key: str | None) -> str:
+    """Which side lacks the per-round list ``key`` aligned with its rounds; or ''."""
+    if key is None:
+        return ""
+    sides = [
+        side
+        for side, b in _sides(base, cur)
+        if not (isinstance(info(b).get(key), list) and round_times(b) is not None)
+    ]
+    return f"the {' and the '.join(sides)} has no {key}" if sides else ""
+
+
+def _lacking_control(base: Mapping[str, Any], cur: Mapping[str, Any]) -> str:
+    """Why the two sides cannot be normalised by one control, or ''."""
+    rounds = lacking_rounds(base, cur)
+    if rounds:
+        return rounds
+    no_kind = [side for side, b in _sides(base, cur) if not info(b).get("control_kind")]
+    if no_kind:
+        return f"the {' and the '.join(no_kind)} records no control_kind"
+    b_kind, c_kind = control_kind(base), control_kind(cur)
+    if b_kind != c_kind:
+        return f"control workloads differ: {b_kind} vs {c_kind}"
+    return lacking_list(base, cur, "control_round_s")
+
+
+@dataclass(frozen=True)
+class Basis:
+    """How the two sides' time can be judged: on the ratio to one control, and whether that
+    control moved (the machine's speed) between them."""
+
+    ratio: bool  # both sides carry aligned rounds of the same control
+    raw_by_choice: bool  # --time-basis raw, or no control on either side
+    lacking: str  # why there is no ratio ('' when there is)
+    # the control's change (a fraction; + is slower) and its 95% interval, where measured
+    control_change: float | None = None
+    control_low: float | None = None
+    control_high: float | None = None
+
+    @property
+    def control_unmoved(self) -> bool:
+        """The control's interval holds 0: no evidence that the machine's speed moved."""
+        low, high = self.control_low, self.control_high
+        return low is not None and high is not None and low <= 0 <= high
+
+    def explains(self, metric: Metric, change: float | None) -> bool:
+        """The control moved the way that accounts for this change: a slower machine raises
+        times and lowers rates."""
+        low, high = self.control_low, self.control_high
+        if change is None or low is None or high is None or self.control_unmoved:
+            return False
+        slower = low > 0
+        return slower == (change > 0) if metric.higher_is_worse else slower == (change < 0)
+
+    @property
+    def control_note(self) -> str:
+        if self.control_change is None:
+            return ""
+        interval = ""
+        if self.control_low is not None and self.control_high is not None:
+            interval = f" [{self.control_low:+.1%}, {self.control_high:+.1%}]"
+        return f"control {self.control_change:+.1%}{interval}"
+
+
+def basis(base: Mapping[str, Any], cur: Mapping[str, Any], time_basis: str) -> Basis:
+    """What the two sides allow, and how far the control moved between them."""
+    lacking = _lacking_control(base, cur)
+    b_ctrl, c_ctrl = control_rounds(base), control_rounds(cur)
+    change = low = high = None
+    if b_ctrl and c_ctrl and control_kind(base) == control_kind(cur):
+        b_med = statistics.median(b_ctrl)
+        change = statistics.median(c_ctrl) / b_med - 1
+        low, high = rounds_change_ci(c_ctrl, b_ctrl)
+    # results with no control on either side (not from gpt2-bench's benchmarks) are raw on both
+    # sides: no basis changes between them, and the comparison's notes say so
+    neither = not any(info(b).get("control_round_s") for b in (base, cur))
+    return Basis(
+        ratio=time_basis == "auto" and not lacking,
+        raw_by_choice=time_basis == "raw" or neither,
+        lacking=lacking,
+        control_change=change,
+        control_low=low,
+        control_high=high,
+    )

@@ -1,31 +1,37 @@
-"""The gate's statistics: one-sided tests over rounds or means, what a test can reach, and the
-confidence interval of a change. scipy is imported only when a test runs."""
+"""The gate's statistics: one-sided tests over rounds or means, what a test can reach, the
+confidence interval of a change, Holm's step-down, and the one decision rule. The report shows
+the same interval (rounds_change_ci). scipy is imported only when a test runs."""
 
 from __future__ import annotations
 
 import math
 import statistics
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeVar
 
-from gpt2_fixtures.results.gate.model import IMPROVED, PASS, REGRESSION, Threshold
+from gpt2_fixtures.results.gate.model import IMPROVED, INCONCLUSIVE, PASS, REGRESSION, Threshold
 from gpt2_fixtures.results.metrics import Metric
+
+K = TypeVar("K", bound=Hashable)
 
 # Below this many rounds per side no rank or t-test is run: one or two rounds never decide.
 MIN_ROUNDS = 3
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
-def one_sided_rounds_p(current: Sequence[float], base: Sequence[float]) -> float | None:
-    """Mann-Whitney U (scipy) in the direction of the observed shift of the medians."""
+Alternative = Literal["greater", "less"]
+
+
+def one_sided_rounds_p(
+    current: Sequence[float], base: Sequence[float], alternative: Alternative
+) -> float | None:
+    """Mann-Whitney U (scipy): p of "current is ``alternative`` than base"."""
     if len(current) < 2 or len(base) < 2:
         return None
     from scipy.stats import mannwhitneyu  # heavy import, only when a test runs
 
-    shift = statistics.median(current) - statistics.median(base)
-    if shift == 0:
-        return 1.0
-    alternative = "greater" if shift > 0 else "less"
     return float(mannwhitneyu(current, base, alternative=alternative).pvalue)
 
 
@@ -38,33 +44,34 @@ def min_rounds_p(n1: int, n2: int) -> float:
     return 1.0 / ways if ways < 1e300 else 0.0
 
 
-def log_welch_p(current: Sequence[float], base: Sequence[float]) -> float | None:
-    """Welch's t-test on log values, one-sided in the observed direction: the fallback where
-    too few rounds leave Mann-Whitney unable to reach alpha. Logs make a multiplicative
-    slowdown additive and round times' right skew closer to normal."""
+def log_welch_p(
+    current: Sequence[float], base: Sequence[float], alternative: Alternative
+) -> float | None:
+    """Welch's t-test on log values: the fallback where too few rounds leave Mann-Whitney unable
+    to reach alpha. Logs make a multiplicative slowdown additive and round times' right skew
+    closer to normal."""
     if len(current) < MIN_ROUNDS or len(base) < MIN_ROUNDS:
         return None
     lc, lb = [math.log(x) for x in current], [math.log(x) for x in base]
     return one_sided_mean_p(
         (statistics.fmean(lc), statistics.stdev(lc), len(lc)),
         (statistics.fmean(lb), statistics.stdev(lb), len(lb)),
+        alternative,
     )
 
 
 def one_sided_mean_p(
-    current: tuple[float, float, int], base: tuple[float, float, int]
+    current: tuple[float, float, int], base: tuple[float, float, int], alternative: Alternative
 ) -> float | None:
-    """Welch's t-test (scipy) from (mean, std, n) of each side, in the observed direction."""
+    """Welch's t-test (scipy) from (mean, std, n) of each side: p of "current is
+    ``alternative`` than base"."""
     (m1, s1, n1), (m2, s2, n2) = current, base
     if n1 < 2 or n2 < 2:
         return None
-    if m1 == m2:
-        return 1.0
-    if s1 == 0 and s2 == 0:
-        return 0.0  # no spread at all: the difference is certain
+    if s1 == 0 and s2 == 0:  # no spread at all: the difference, or its absence, is certain
+        return 0.0 if (m1 > m2 if alternative == "greater" else m1 < m2) else 1.0
     from scipy.stats import ttest_ind_from_stats
 
-    alternative = "greater" if m1 > m2 else "less"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         res = ttest_ind_from_stats(m1, s1, n1, m2, s2, n2, equal_var=False, alternative=alternative)
@@ -101,46 +108,87 @@ def mean_change_ci(
     return (m1 - m2 - half) / abs(m2), (m1 - m2 + half) / abs(m2)
 
 
-def holm_levels(
-    tests: Iterable[tuple[str, str, float | None]], alpha: float, m: int
-) -> dict[tuple[str, str], float]:
-    """Holm's step-down (Holm 1979, "A simple sequentially rejective multiple test procedure"),
-    per metric over ``m`` benchmarks: the k-th smallest p-value (k from 0) is tested at
-    alpha / (m - k) as long as every smaller one was rejected. Returns the level of each
-    (benchmark, metric) test it rejects; the others stay at Bonferroni's alpha / m, which they
-    do not pass either. The family-wise error rate stays at most alpha, as with Bonferroni."""
-    by_metric: dict[str, list[tuple[float, str]]] = {}
-    for name, metric, p in tests:
-        if p is not None:
-            by_metric.setdefault(metric, []).append((p, name))
-    levels: dict[tuple[str, str], float] = {}
-    for metric, ps in by_metric.items():
-        size = max(m, len(ps))
-        for k, (p, name) in enumerate(sorted(ps)):
-            level = alpha / (size - k)
-            if not p < level:
-                break
-            levels[(name, metric)] = level
+def holm_levels(tests: Iterable[tuple[K, float | None]], alpha: float) -> dict[K, float]:
+    """Holm's step-down (Holm 1979, "A simple sequentially rejective multiple test procedure")
+    over one family, every test of the comparison: the k-th smallest of m p-values (k from 0)
+    is tested at alpha / (m - k) as long as every smaller one was rejected. Returns the level of
+    each test it rejects; the others are not significant. The chance of any false rejection in
+    the family stays at most alpha, as with Bonferroni's alpha / m, and it is never less
+    powerful. A test without a p-value counts in m (it was made) and is never rejected."""
+    tests = list(tests)
+    ps = sorted((p, i) for i, (_, p) in enumerate(tests) if p is not None)
+    levels: dict[K, float] = {}
+    for k, (p, i) in enumerate(ps):
+        level = alpha / (len(tests) - k)
+        if not p < level:
+            break
+        levels[tests[i][0]] = level
     return levels
 
 
-def judge(
+@dataclass(frozen=True)
+class Evidence:
+    """What the data say about one row's change: a fraction of the baseline (+0.25 is 25%
+    worse for a time, better for a rate), its 95% interval, and one-sided p-values in the
+    regression and the improvement direction (None: no test, the change is exact)."""
+
+    change: float
+    low: float | None = None
+    high: float | None = None
+    p_worse: float | None = None
+    p_better: float | None = None
+    rounds: int = 0  # rounds a side (the smaller), for the estimate of how many would decide
+    tested: bool = True  # False: an exact quantity judged by its change alone
+
+    def worse(self, higher_is_worse: bool) -> tuple[float, float | None]:
+        """(the change, the interval's bound) on the regression side, as a worsening fraction."""
+        if higher_is_worse:
+            return self.change, self.high
+        return -self.change, None if self.low is None else -self.low
+
+
+def decide(
     metric: Metric,
     base: float,
-    current: float,
-    p_value: float | None,
+    ev: Evidence,
     threshold: Threshold,
-    alpha: float,
-) -> tuple[float, str]:
-    """Return (change, verdict) for one metric; verdict is REGRESSION, improved or pass.
+    level: float,
+    better_level: float,
+) -> tuple[str, str]:
+    """The one decision rule (docs/gate.md): (verdict, reason).
 
-    ``p_value`` None means the metric has no test (memory): the effect alone decides.
+    REGRESSION: the change is beyond the threshold on the worse side and significant there;
+    improved: the same on the better side (``better_level``: improvements fail nothing, so
+    they are held to Bonferroni's level, outside Holm's family); pass: the interval's bound on
+    the worse side is within the threshold (non-inferiority); otherwise inconclusive, with the
+    reason.
     """
-    diff = current - base
-    change = diff / abs(base) if base else (0.0 if diff == 0 else math.copysign(math.inf, diff))
-    beyond = abs(change) > threshold.rel and abs(diff) > threshold.floor
-    significant = p_value is None or p_value < alpha
-    if not (beyond and significant):
-        return change, PASS
-    worse = diff > 0 if metric.higher_is_worse else diff < 0
-    return change, REGRESSION if worse else IMPROVED
+    worse, bound = ev.worse(metric.higher_is_worse)
+    scale = abs(base)
+
+    def beyond(x: float) -> bool:
+        return x > threshold.rel and x * scale > threshold.floor
+
+    if not ev.tested:
+        return (REGRESSION if beyond(worse) else IMPROVED if beyond(-worse) else PASS), ""
+    if beyond(worse) and ev.p_worse is not None and ev.p_worse < level:
+        return REGRESSION, ""
+    if beyond(-worse) and ev.p_better is not None and ev.p_better < better_level:
+        return IMPROVED, ""
+    if bound is not None and not beyond(bound):
+        return PASS, ""
+    return INCONCLUSIVE, _undecided(ev, worse, bound, threshold)
+
+
+def _undecided(ev: Evidence, worse: float, bound: float | None, threshold: Threshold) -> str:
+    if bound is None:
+        return "no interval for the change (no rounds or no std recorded): cannot show it within"
+    where = f"the interval reaches {bound:+.1%}, past the {threshold.rel:.1%} threshold"
+    if worse > threshold.rel:
+        where = f"{worse:+.1%} is beyond the threshold but not significant"
+    half = abs(bound - worse)  # the interval's half-width, near enough for an estimate
+    gap = abs(threshold.rel - worse)
+    if not ev.rounds or not half or gap < half / 10:
+        return f"{where}: more rounds will hardly decide a change this close to the threshold"
+    needed = math.ceil(ev.rounds * (half / gap) ** 2)
+    return f"{where}: about {needed} rounds a side would decide"
