@@ -100,7 +100,8 @@ def test_large_effect_without_significance_passes() -> None:
     assert row.p_value is not None and row.p_value > 0.01
     # three rounds cannot tell a change of this size either way: not judged, not a pass
     assert row.verdict == gate.INCONCLUSIVE
-    assert "beyond the threshold but not significant" in row.note
+    assert "beyond the 10.0% threshold but not significant" in row.note
+    assert "rounds a side would decide" in row.note
 
 
 def test_significant_but_small_effect_passes() -> None:

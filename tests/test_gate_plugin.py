@@ -157,3 +157,13 @@ def test_no_benchmark_results_nothing_gated(pytester: pytest.Pytester, baseline:
     result = run(pytester, f"--gpt2-baseline={baseline}", "--benchmark-skip")
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*no benchmark results in this run; nothing gated*"])
+
+
+def test_autosave_keeps_the_per_round_samples(pytester: pytest.Pytester) -> None:
+    # without --benchmark-save-data pytest-benchmark would store means only, and the gate could
+    # not judge rounds: the plugin always keeps them
+    write_bench(pytester, mem=400.0)
+    assert run(pytester, "--benchmark-autosave", "--benchmark-storage=store").ret == 0
+    (saved,) = (pytester.path / "store").rglob("*.json")
+    (bench,) = json.loads(saved.read_text())["benchmarks"]
+    assert len(bench["stats"]["data"]) == 5

@@ -1,9 +1,10 @@
 """The one place that touches pytest-benchmark's private state: its session object
 (``config._benchmarksession``, which has no public accessor) and its fixture's metadata.
 
-Reads only, except four writes that keep results true: the JSON writer is swapped for an atomic
-one, a failed case's fixture is marked as errored (so it keeps no time), and a case's ``params``
-and ``options`` are set to what ran (pedantic rounds, the case's plain fields).
+Reads only, except five writes that keep results true: the JSON writer is swapped for an atomic
+one, saved results always keep their per-round samples, a failed case's fixture is marked as
+errored (so it keeps no time), and a case's ``params`` and ``options`` are set to what ran
+(pedantic rounds, the case's plain fields).
 """
 
 from __future__ import annotations
@@ -75,6 +76,15 @@ def write_json_atomically(config: pytest.Config) -> None:
         bs.logger.info(f"Wrote benchmark data in: {bs.json}", purple=True)
 
     bs.save_json = save_json
+
+
+def keep_round_data(config: pytest.Config) -> None:
+    """Every saved result holds its per-round samples (``stats.data``), also under
+    ``--benchmark-autosave`` without ``--benchmark-save-data``: the gate judges rounds, and a
+    baseline without them could only be judged from means (docs/gate.md)."""
+    bs = _session(config)
+    if bs is not None:
+        bs.save_data = True
 
 
 def _fixture(item: pytest.Item) -> Any | None:

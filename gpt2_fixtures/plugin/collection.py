@@ -9,6 +9,7 @@ from gpt2_fixtures.bench import session
 from gpt2_fixtures.plugin import guards
 from gpt2_fixtures.plugin.fixtures import settings, world_sizes
 from gpt2_fixtures.plugin.options import run_options
+from gpt2_fixtures.plugin.outcomes import outcomes
 from gpt2_fixtures.plugin.shard import select
 
 # Marker -> phase: `pytest benchmarks -m inference` selects the inference phase.
@@ -39,6 +40,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if shard is None:
         return
     kept, dropped = select(items, shard, key=lambda item: item.name)
+    # the shard set and the other shards' cases go into the results, so that a merge can tell a
+    # shard that never arrived from cases nobody selected
+    outcomes(config).shard = {
+        "index": shard.index,
+        "count": shard.count,
+        "others": [item.nodeid for item in dropped],
+    }
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept

@@ -30,13 +30,18 @@ _REASON_CHARS = 300
 class Outcomes:
     failed: list[dict[str, Any]] = field(default_factory=list)
     not_selected: list[str] = field(default_factory=list)
+    # --gpt2-shard I/N: {"index": I, "count": N, "others": node ids of the other shards}
+    shard: dict[str, Any] | None = None
 
     def section(self) -> dict[str, Any]:
-        return {
+        section: dict[str, Any] = {
             "version": SECTION_VERSION,
             "failed": [dict(f) for f in self.failed],
             "not_selected": list(dict.fromkeys(self.not_selected)),
         }
+        if self.shard is not None:
+            section["shard"] = dict(self.shard)
+        return section
 
 
 _OUTCOMES = pytest.StashKey[Outcomes]()

@@ -17,6 +17,7 @@ class AtomicJsonHooks:
     @pytest.hookimpl(trylast=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         benchmark_session.write_json_atomically(session.config)
+        benchmark_session.keep_round_data(session.config)
 
 
 class ReportHooks:

@@ -239,6 +239,9 @@ def _gpt2_bench_problem(section: Any) -> str:
     selected = section.get("not_selected", [])
     if not isinstance(selected, list) or not all(isinstance(x, str) for x in selected):
         return "'not_selected' is not a list of node ids"
+    for key in ("shard", "shards"):
+        if key in section and not isinstance(section[key], dict):
+            return f"'{key}' is not an object"
     return ""
 
 

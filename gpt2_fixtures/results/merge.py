@@ -68,6 +68,33 @@ def merge_results(results: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, An
     return merged
 
 
+def _shard_set(sections: Sequence[dict[str, Any]], present: set[str]) -> dict[str, Any] | None:
+    """The shard set the inputs came from: {"count", "present", "missing", "lost"}: ``lost``
+    are the cases of shards that never arrived (missing, not deselected). None when no input
+    was a shard; UnusableInput when the inputs split the grid differently."""
+    shards = [s["shard"] for s in sections if isinstance(s.get("shard"), dict)]
+    if not shards:
+        return None
+    counts = {int(s["count"]) for s in shards}
+    if len(counts) > 1 or len(shards) != len(sections):
+        raise UnusableInput(
+            "the inputs split the grid differently (--gpt2-shard counts "
+            f"{sorted(counts)}, or some inputs are not shards): merge the shards of one run"
+        )
+    count = counts.pop()
+    indexes = [int(s["index"]) for s in shards]
+    if len(set(indexes)) != len(indexes):
+        raise UnusableInput(f"shard {max(indexes, key=indexes.count)}/{count} is given twice")
+    missing = sorted(set(range(1, count + 1)) - set(indexes))
+    others = {name for s in shards for name in s.get("others") or []}
+    return {
+        "count": count,
+        "present": sorted(indexes),
+        "missing": missing,
+        "lost": sorted(others - present) if missing else [],
+    }
+
+
 def merge_sections(results: Sequence[dict[str, Any]], present: set[str]) -> dict[str, Any] | None:
     """The inputs' ``gpt2_bench`` sections joined: failed = union (by fullname); not_selected =
     deselected in every input that has a section and measured or failed in none."""
@@ -82,12 +109,19 @@ def merge_sections(results: Sequence[dict[str, Any]], present: set[str]) -> dict
     present = present | set(failed)
     lists = [set(s.get("not_selected") or []) for s in sections]
     first_order = list(sections[0].get("not_selected") or [])
-    common = set.intersection(*lists) - present
-    return {
+    shards = _shard_set(sections, present)
+    # the cases of a shard that never arrived are missing (the gate fails them), not deselected
+    lost = set(shards["lost"]) if shards else set()
+    common = set.intersection(*lists) - present - lost
+    merged = {
         **sections[0],
         "failed": list(failed.values()),
         "not_selected": [name for name in first_order if name in common],
     }
+    merged.pop("shard", None)
+    if shards:
+        merged["shards"] = {k: v for k, v in shards.items() if k != "lost"}
+    return merged
 
 
 def _check_same_device(results: Sequence[tuple[str, dict[str, Any]]]) -> None:
@@ -156,4 +190,11 @@ def run_merge(args: argparse.Namespace) -> int:
         print(f"gpt2-bench merge: error: cannot write {out}: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     print(f"merged {len(merged['benchmarks'])} benchmarks from {len(results)} files into {out}")
+    shards = (merged.get(SECTION) or {}).get("shards") or {}
+    for index in shards.get("missing") or []:
+        print(
+            f"warning: shard {index}/{shards['count']} is absent: its cases count as missing "
+            "(the gate fails them)",
+            file=sys.stderr,
+        )
     return EXIT_OK

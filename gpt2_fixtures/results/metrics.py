@@ -37,6 +37,9 @@ class Metric:
     # the gate already judges, e.g. TFLOP/s = FLOPs / time: judging both would count one change
     # twice and let a row without a spread decide)
     judged: bool = True
+    # True: the rate of the median round (work per step / median seconds), so each round's rate
+    # is the value x median / that round's seconds: judged on those rounds, as time is
+    from_time: bool = False
     # True: the same in identical processes on one stack (no noise between them), so threads and
     # the allocator do not change it and no spread widens its threshold
     exact: bool = False
@@ -54,10 +57,10 @@ class Metric:
 TIME = Metric("time", "ms", True, True, "rounds")
 TIME_RATIO = Metric("time/control", "x", True, False, "rounds", threshold_of="time")
 EXTRA_METRICS: tuple[Metric, ...] = (
-    Metric("samples_per_s", "1/s", False, True, "mean"),
-    Metric("tokens_per_s", "tok/s", False, True, "mean"),
+    Metric("samples_per_s", "1/s", False, True, "mean", from_time=True),
+    Metric("tokens_per_s", "tok/s", False, True, "mean", from_time=True),
     Metric("decode_tokens_per_s", "tok/s", False, True, "mean", "tpot_round_ms", True),
-    Metric("tokens_per_s_per_rank", "tok/s", False, True, "mean"),
+    Metric("tokens_per_s_per_rank", "tok/s", False, True, "mean", from_time=True),
     Metric("achieved_tflops", "TFLOP/s", False, True, "mean", judged=False),
     Metric("mfu", "", False, True, "mean", judged=False),
     Metric("ttft_ms", "ms", True, True, "mean", "ttft_round_ms"),

@@ -470,6 +470,9 @@ def _mean_or_effect_row(pair: _Pair, metric: Metric) -> tuple[Row, Evidence | No
         return _row(pair, metric, b_val, None, None, "not recorded in the current run")
     if metric.test == "effect":
         return _memory_row(pair, metric, float(b_val), float(c_val))
+    b_r, c_r = samples.rate_rounds(pair.base, metric), samples.rate_rounds(pair.cur, metric)
+    if b_r is not None and c_r is not None:
+        return _rounds_row(pair, metric, b_r, c_r)
     b_t, c_t = samples.mean_std_n(pair.base, metric.key), samples.mean_std_n(pair.cur, metric.key)
     if b_t is None or c_t is None:
         side = "baseline" if b_t is None else "current run"

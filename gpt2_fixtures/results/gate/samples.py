@@ -25,6 +25,16 @@ def round_times(bench: Mapping[str, Any]) -> list[float] | None:
     return None
 
 
+def rate_rounds(bench: Mapping[str, Any], metric: Metric) -> list[float] | None:
+    """Per-round values of a rate recorded from the median round (``metric.from_time``): the
+    value x median seconds / each round's seconds; None without rounds or the value."""
+    times, value = round_times(bench), info(bench).get(metric.key)
+    if times is None or not isinstance(value, int | float) or not metric.from_time:
+        return None
+    median = statistics.median(times)
+    return [float(value) * median / t for t in times]
+
+
 def control_rounds(bench: Mapping[str, Any]) -> list[float] | None:
     """Per-round control seconds aligned with `stats.data`, or None."""
     times, control = round_times(bench), info(bench).get("control_round_s")

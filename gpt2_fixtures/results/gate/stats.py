@@ -183,12 +183,13 @@ def decide(
 def _undecided(ev: Evidence, worse: float, bound: float | None, threshold: Threshold) -> str:
     if bound is None:
         return "no interval for the change (no rounds or no std recorded): cannot show it within"
-    where = f"the interval reaches {bound:+.1%}, past the {threshold.rel:.1%} threshold"
+    where = f"the interval reaches {bound:.1%} worse, past the {threshold.rel:.1%} threshold"
     if worse > threshold.rel:
-        where = f"{worse:+.1%} is beyond the threshold but not significant"
-    half = abs(bound - worse)  # the interval's half-width, near enough for an estimate
+        where = f"{ev.change:+.1%} is beyond the {threshold.rel:.1%} threshold but not significant"
+    # the interval narrows as 1/sqrt(rounds): it decides once its half-width fits the gap
+    half = abs(bound - worse)
     gap = abs(threshold.rel - worse)
-    if not ev.rounds or not half or gap < half / 10:
-        return f"{where}: more rounds will hardly decide a change this close to the threshold"
+    if not ev.rounds or not half or gap < 0.005:
+        return f"{where}: at the threshold itself, more rounds will hardly decide"
     needed = math.ceil(ev.rounds * (half / gap) ** 2)
-    return f"{where}: about {needed} rounds a side would decide"
+    return f"{where}: about {needed:,} rounds a side would decide"
