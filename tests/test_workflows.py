@@ -673,14 +673,16 @@ def test_comment_workflow_never_checks_out_or_runs_pull_request_code(
     assert "--status" in render["run"] and "--head-sha" in render["run"]
 
 
-def _script(name: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None):  # type: ignore[no-untyped-def]
+def _script(
+    name: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """One of the workflows' scripts, with a bare PATH plus whatever ``env`` adds."""
     return subprocess.run(
         ["bash", str(SCRIPTS / name), *args],
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin", **(env or {})},
         timeout=60,
-        cwd=cwd,
     )
 
 
