@@ -50,14 +50,18 @@ def _row(**overrides: Any) -> dict[str, Any]:
 # --- real runs ------------------------------------------------------------------------------------
 
 
-def test_pass_run_says_pass_and_lists_only_non_pass_rows() -> None:
+def test_pass_run_says_pass_and_folds_pass_and_drift_into_counts() -> None:
     verdict = _verdict("pass")
     text = comment.render(verdict)
     assert text.startswith(comment.MARKER + "\n")
     assert "✅ **PASS**" in text.splitlines()[1]
     listed = [line for line in text.splitlines() if line.startswith("| `")]
-    non_pass = [r for r in verdict["rows"] if r["verdict"] != "pass"]
-    assert len(listed) == len(non_pass)
+    shown = [r for r in verdict["rows"] if r["verdict"] not in ("pass", "drift")]
+    assert shown and len(listed) == len(shown)  # the improvements
+    assert all("improved" in line for line in listed)
+    passed = sum(r["verdict"] == "pass" for r in verdict["rows"])
+    drift = sum(r["verdict"] == "drift" for r in verdict["rows"])
+    assert f"Not listed: {passed} pass, {drift} drift (full table: the job summary)." in text
     # every benchmark's time row is in the chart, with its speed factor
     benchmarks = {r["benchmark"] for r in verdict["rows"]}
     chart = text.split("Time against the baseline")[1].split("```")[1]
@@ -255,3 +259,199 @@ def test_comment_module_imports_neither_torch_nor_pytest() -> None:
         cwd=Path(__file__).parents[1],
     )
     assert proc.returncode == 0, proc.stderr
+
+
+# --- the table: regressions, inconclusive rows, improvements; the rest counted -------------------
+
+
+def test_drift_rows_are_counted_not_listed_and_inconclusive_rows_are_listed() -> None:
+    table = [_row(benchmark=f"test_x[{i}]", verdict="drift") for i in range(34)]
+    table += [_row(benchmark="test_slow", verdict="REGRESSION")]
+    table += [_row(benchmark="test_unsure", verdict="inconclusive")]
+    table += [_row(benchmark="test_fast", verdict="improved", change=-0.3)]
+    text = comment.render({"exit_code": 1, "rows": table})
+    listed = [line for line in text.splitlines() if line.startswith("| `")]
+    assert [line.split("`")[1] for line in listed] == ["test_slow", "test_unsure", "test_fast"]
+    assert "Not listed: 34 drift (full table: the job summary)." in text
+
+
+# --- untrusted text: each way GitHub would make it live, neutralised ------------------------------
+
+
+def _note_line(note: str) -> str:
+    text = comment.render({"exit_code": 0, "rows": [], "notes": [note]})
+    (line,) = [line for line in text.splitlines() if line.startswith("- ")]
+    return line
+
+
+@pytest.mark.parametrize(
+    "url", ["https://evil.example/x", "HTTP://evil.example", "www.evil.example"]
+)
+def test_bare_links_are_not_autolinked(url: str) -> None:
+    line = _note_line(f"see {url} now")
+    assert url not in line
+    assert url.replace(comment.JOINER, "") not in line.replace("\\", "")
+    assert line.replace(comment.JOINER, "") == f"- see {url} now"  # still readable
+
+
+@pytest.mark.parametrize("ref", ["#1", "owner/repo#5", "GH-12", "fixes #123"])
+def test_cross_references_are_not_linked(ref: str) -> None:
+    line = _note_line(ref)
+    assert not re.search(r"#\d|GH-\d", line), line
+    assert line.replace(comment.JOINER, "") == f"- {ref}"
+
+
+def test_mentions_do_not_notify() -> None:
+    line = _note_line("ping @maintainer and @org/team")
+    assert not re.search(r"@\w", line)
+
+
+@pytest.mark.parametrize(
+    "char",
+    [
+        "\u202a",
+        "\u202b",
+        "\u202d",
+        "\u202e",
+        "\u2066",
+        "\u2067",
+        "\u2068",
+        "\u2069",
+        "\u200e",
+        "\u200f",
+        "\u061c",
+        "\ufeff",
+    ],
+)
+def test_bidi_and_invisible_controls_are_dropped(char: str) -> None:
+    evil = f"test_a{char}[sdpa]"
+    text = comment.render(
+        {
+            "exit_code": 1,
+            "rows": [_row(benchmark=evil, note=evil)],
+            "notes": [evil],
+            "summary": evil,
+        }
+    )
+    assert char not in text
+
+
+@pytest.mark.parametrize(
+    ("note", "shown"),
+    [
+        ("# x", "- \\# x"),
+        ("## x", "- \\## x"),
+        ("- # x", "- \\- # x"),
+        ("+ item", "- \\+ item"),
+        ("1. first", "- 1\\. first"),
+        ("---", "- \\---"),
+        ("> quote", "- \\> quote"),
+        ("-3.1% faster", "- -3.1% faster"),  # a number is left as it is
+    ],
+)
+def test_line_start_markup_renders_as_text(note: str, shown: str) -> None:
+    assert _note_line(note) == shown
+
+
+@pytest.mark.parametrize("huge", [10**400, -(10**400), 1e308, -1e308])
+def test_a_huge_number_is_shown_without_a_traceback(huge: float) -> None:
+    row = _row(baseline=huge, current=huge, change=huge, change_low=huge, change_high=huge)
+    text = comment.render({"exit_code": 1, "rows": [row, _row(threshold="1.2.3%")]})
+    assert text.startswith(comment.MARKER)
+
+
+def test_a_number_of_more_digits_than_python_converts_is_unusable_input(tmp_path: Path) -> None:
+    path = tmp_path / "verdict.json"
+    path.write_text('{"rows": [{"change": ' + "9" * 5000 + "}]}", encoding="utf-8")
+    with pytest.raises(comment.CommentError, match="not JSON"):
+        comment.load(path)
+
+
+# --- the CI run's comment: headline from the run's conclusion, the head, run and baseline ---------
+
+RUN_URL = "https://github.com/owner/gpt2-bench/actions/runs/99"
+HEAD = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _status(**overrides: Any) -> dict[str, Any]:
+    status = {
+        "outcome": "gated",
+        "reason": "",
+        "base_sha": "fedcba9876543210fedcba9876543210fedcba98",
+        "gate_exit": 0,
+        "baseline": {
+            "run_id": "77",
+            "head_sha": "aaaaaaaaaaaabbbbbbbbbbbbccccccccccccdddd",
+            "created_at": "2026-12-01T10:00:00Z",
+            "device": "NVIDIA H100 80GB HBM3",
+            "stack": "torch 2.13.0, CUDA 12.8",
+            "pooled": [
+                {"run": "run-1", "sha": "aaaaaaaaaaaa"},
+                {"run": "run-2", "sha": "bbbbbbbbbbbb"},
+            ],
+        },
+    }
+    return {**status, **overrides}
+
+
+def test_run_comment_names_head_run_base_and_baseline() -> None:
+    run = comment.RunInfo("success", HEAD, RUN_URL)
+    text = comment.render_run(run, _status(), _verdict("pass"))
+    assert "✅ run succeeded" in text.splitlines()[1]
+    assert "Verdict reported by that run: ✅ **PASS**" in text
+    assert f"Head `{HEAD[:12]}`, [run 99]({RUN_URL}), pull request base `fedcba987654`." in text
+    assert "main commit `aaaaaaaaaaaa`, run 77, device NVIDIA H100 80GB HBM3" in text
+    assert "pooling 2 main run(s) (`aaaaaaaaaaaa`, `bbbbbbbbbbbb`)" in text
+    assert f"full table: [run 99]({RUN_URL}) job summary" in text
+
+
+def test_headline_comes_from_the_run_not_from_the_artifact() -> None:
+    # a run that failed cannot read as a PASS, whatever verdict its artifact holds
+    run = comment.RunInfo("failure", HEAD, RUN_URL)
+    text = comment.render_run(run, _status(), _verdict("pass"))
+    assert "❌ run failed" in text.splitlines()[1] and "PASS" not in text.splitlines()[1]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "said"),
+    [
+        ("not-gated", "not gated"),
+        ("failed-shard", "a benchmark shard failed"),
+        ("device-mismatch", "the baseline is from another device"),
+        ("cancelled", "the run was cancelled"),
+    ],
+)
+def test_every_outcome_is_said(outcome: str, said: str) -> None:
+    run = comment.RunInfo("failure", HEAD, RUN_URL)
+    status = _status(outcome=outcome, reason="no gpu-baseline-nvidia-h100 artifact", baseline=None)
+    text = comment.render_run(run, status, None)
+    assert "What happened: " in text and said in text and "No gate verdict from this run." in text
+    assert "Baseline: none used." in text and HEAD[:12] in text
+
+
+def test_a_run_without_a_status_still_names_its_head_and_conclusion() -> None:
+    text = comment.render_run(comment.RunInfo("cancelled", HEAD, RUN_URL), None, None)
+    assert "⏹️ run cancelled" in text.splitlines()[1]
+    assert HEAD[:12] in text and "No status artifact" in text
+
+
+def test_run_comment_escapes_the_status_and_refuses_a_foreign_link() -> None:
+    status = _status(reason="@admin see https://evil.example #3", outcome="<b>")
+    run = comment.RunInfo("success", "not-a-sha", "https://evil.example/actions/runs/1")
+    text = comment.render_run(run, status, None)
+    assert "@admin" not in text and "https://evil" not in text and "#3" not in text
+    assert "<b>" not in text and "](https://evil" not in text and "Head `unknown`" in text
+
+
+def test_command_renders_a_run_comment_without_a_verdict(tmp_path: Path) -> None:
+    status = tmp_path / "status.json"
+    status.write_text(json.dumps(_status(outcome="failed-shard", baseline=None)), encoding="utf-8")
+    out = tmp_path / "comment.md"
+    args = ["comment", "--conclusion", "failure", "--status", str(status), "--out", str(out)]
+    assert main([*args, "--head-sha", HEAD, "--run-url", RUN_URL]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith(comment.MARKER) and "a benchmark shard failed" in text
+    missing = ["comment", "--conclusion", "cancelled", "--status", str(tmp_path / "none.json")]
+    assert main([*missing, "--out", str(out)]) == 0
+    assert "No status artifact" in out.read_text(encoding="utf-8")
+    assert main(["comment"]) == 2  # neither a verdict nor a run

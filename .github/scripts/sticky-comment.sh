@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# sticky-comment.sh PR_NUMBER_FILE COMMENT_FILE: create, or edit in place, the one gpt2-bench
-# comment on the pull request. PR_NUMBER_FILE comes from an artifact of a pull request's run, so
-# it is data to check: digits only, and that pull request's head must be HEAD_SHA (the commit
-# the triggering run benchmarked), so a run cannot comment on another pull request. Needs GH_TOKEN
-# (pull-requests: write), GITHUB_REPOSITORY and HEAD_SHA.
+# sticky-comment.sh PR_NUMBER COMMENT_FILE: create, or edit in place, the one gpt2-bench comment
+# on the pull request. PR_NUMBER is checked as data all the same: digits only, and that pull
+# request's head must still be HEAD_SHA (the commit the triggering run benchmarked); a pull request
+# that moved since gets no comment about an older head. Needs GH_TOKEN (pull-requests: write),
+# GITHUB_REPOSITORY and HEAD_SHA.
 set -euo pipefail
-number=$(head -c 32 "$1" | tr -d '[:space:]')
+number="${1:-}"
 body="$2"
 marker='<!-- gpt2-bench-gate -->'
 if ! [[ "$number" =~ ^[0-9]{1,9}$ ]]; then
-  echo "::error::pr-number.txt does not hold a pull-request number; nothing posted."
+  echo "::error::not a pull-request number; nothing posted."
   exit 1
 fi
 head=$(gh api "repos/$GITHUB_REPOSITORY/pulls/$number" --jq '.head.sha')

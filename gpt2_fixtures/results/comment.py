@@ -1,10 +1,11 @@
 """`gpt2-bench comment`: the gate's verdict JSON as one pull-request comment, in Markdown.
 
-Pure: reads the JSON that `gpt2-bench compare --json` writes (contract 2 in docs/ci.md) and
-returns text; no torch, no pytest, no network. The JSON comes from a pull request's run, so it is
-treated as untrusted data: every string is cut short and escaped before it reaches Markdown (no
-mentions, links, HTML or code fences can be injected), numbers are used only when finite, and
-missing optional keys (`summary`, `change_low`, `change_high`, ...) are tolerated.
+Pure: reads the JSON that `gpt2-bench compare --json` writes (contract 2 in docs/ci.md) and,
+in CI, the run's status JSON (`.github/scripts/run-status.py`), and returns text; no torch, no
+pytest, no network. Both come from a pull request's run, so they are untrusted data: every string
+is cut short, stripped of invisible and bidi characters, and escaped before it reaches Markdown (no
+mentions, links, cross-references, HTML, code fences or line-start markup can be injected),
+numbers are used only when finite (however large), and missing optional keys are tolerated.
 
 The charts are plain Unicode text in a code block, so they render in a comment, a job summary and
 a terminal alike: one line per benchmark, the change with its interval on a common axis where
@@ -32,9 +33,11 @@ MAX_CHARS = 60_000  # GitHub refuses comments over 65,536 characters
 MAX_TEXT = 160  # longest untrusted string shown (benchmark names, notes)
 CHART_WIDTH = 41  # cells of the axis; odd, so that "no change" is one cell in the middle
 
-# Verdicts that need a reader's attention come first; "pass" rows are not listed.
-ORDER: tuple[str, ...] = ("REGRESSION", "missing", "failed", "inconclusive", "n/a", "drift")
+# Verdicts that need a reader's attention come first; "pass" and "drift" rows (a benchmark whose
+# judged verdict passed) are folded into counts, so a reviewer reads what changed something.
+ORDER: tuple[str, ...] = ("REGRESSION", "missing", "failed", "inconclusive", "n/a")
 ORDER += ("not selected", "improved", "new")
+FOLDED = ("pass", "drift")
 NOT_JUDGED = ("missing", "failed", "inconclusive", "n/a")
 HEADLINES = {
     0: "✅ **PASS**",
@@ -74,28 +77,44 @@ class Row:
 # --- reading -----------------------------------------------------------------------------------
 
 
+# U+2060 WORD JOINER: invisible, and it splits a pattern that GitHub would turn into something
+# live ("@name" notifies, "#12" and "owner/repo#5" link, "https://x" and "www.x" autolink).
+JOINER = "\u2060"
+_LIVE = re.compile(r"(?i)(@|#(?=\d)|\bgh(?=-\d)|\b(?:https?|ftp|mailto)(?=:)|\bwww(?=\.))")
+# What Markdown reads as a heading, list, quote or rule at the start of a line.
+_LINE_START = re.compile(r"^(?:[#>+=-](?=[\s#>+=-]|$)|\d{1,9}(?=[.)](?:\s|$)))")
+
+
 def _text(value: Any, limit: int = MAX_TEXT) -> str:
     """An untrusted value as inert Markdown: one line, short, no markup that does anything."""
-    text = " ".join(str(value if value is not None else "").split())
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
+    text = _plain(value if value is not None else "", limit)  # also drops bidi and zero-widths
     text = text.replace("\\", "\\\\")
     text = re.sub(r"([`*_{}\[\]<>|~])", r"\\\1", text)
-    # "@name" would notify someone, "#12" would link; a zero-width joiner keeps them inert.
-    return text.replace("@", "@\u2060").replace("&", "&amp;")
+    text = _LINE_START.sub(lambda m: m[0] + "\\" if m[0][0].isdigit() else "\\" + m[0], text)
+    text = _LIVE.sub(lambda m: m[0] + JOINER, text)
+    return text.replace("&", "&amp;")
 
 
 def _plain(value: Any, limit: int = MAX_TEXT) -> str:
-    """An untrusted value for a code block: printable, one line, and no backticks."""
+    """An untrusted value for a code block: printable, one line, and no backticks.
+
+    str.isprintable() is False for the format characters (Unicode category Cf: the bidi controls
+    U+202A-U+202E and U+2066-U+2069, U+200B-U+200F, U+2060, U+FEFF), so none passes.
+    """
     text = "".join(ch if ch.isprintable() else " " for ch in str(value or ""))
     text = " ".join(text.replace("`", "'").split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _number(value: Any) -> float | None:
+    """A finite float, or None; an int too large for a float (10**400) is None, not an error."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _row(raw: Any) -> Row | None:
@@ -127,6 +146,8 @@ def load(path: str | Path) -> dict[str, Any]:
         raise CommentError(f"{p}: cannot read ({err})") from None
     except json.JSONDecodeError as err:
         raise CommentError(f"{p}: not JSON ({err.msg} at line {err.lineno})") from None
+    except ValueError as err:  # e.g. an integer of more digits than Python converts
+        raise CommentError(f"{p}: not JSON ({str(err)[:80]})") from None
     if not isinstance(data, dict) or not isinstance(data.get("rows", []), list):
         raise CommentError(f"{p}: not a gpt2-bench gate verdict (expected an object with rows)")
     return data
@@ -189,20 +210,26 @@ def _value(x: float | None, unit: str) -> str:
 
 
 def _threshold_fraction(text: str) -> float | None:
-    match = re.match(r"\s*([0-9.]+)%", text)
+    match = re.match(r"\s*(\d{1,6}(?:\.\d{1,6})?)%", text)  # "1.2.3%" or 400 digits: no threshold
     return float(match[1]) / 100 if match else None
 
 
 def attention_rows(table: Sequence[Row]) -> list[Row]:
-    """The non-pass rows, worst first (regressions, then what was not judged, then the rest)."""
+    """The rows a reviewer reads, worst first: regressions, what was not judged, improvements."""
     rank = {v: i for i, v in enumerate(ORDER)}
-    picked = [r for r in table if r.verdict != "pass"]
+    picked = [r for r in table if r.verdict not in FOLDED]
     return sorted(picked, key=lambda r: (rank.get(r.verdict, len(ORDER)), r.benchmark, r.metric))
+
+
+def folded_counts(table: Sequence[Row]) -> str:
+    """'34 drift, 50 pass': the rows left out of the table, counted so none disappears."""
+    counts = {v: sum(r.verdict == v for r in table) for v in FOLDED}
+    return ", ".join(f"{n} {v}" for v, n in counts.items() if n)
 
 
 def rows_table(picked: Sequence[Row], limit: int) -> list[str]:
     if not picked:
-        return ["Every row passed."]
+        return ["No regression, inconclusive row or improvement."]
     lines = [
         "| benchmark | metric | baseline | current | change [interval] | threshold | verdict |",
         "|---|---|---|---|---|---|---|",
@@ -225,7 +252,8 @@ def rows_table(picked: Sequence[Row], limit: int) -> list[str]:
 
 def _cell(x: float, scale: float) -> int:
     half = CHART_WIDTH // 2
-    return max(0, min(CHART_WIDTH - 1, half + round(x / scale * half)))
+    ratio = max(-2.0, min(2.0, x / scale))  # clamped first: round() of an overflowed inf raises
+    return max(0, min(CHART_WIDTH - 1, half + round(ratio * half)))
 
 
 def chart_line(r: Row, scale: float) -> str:
@@ -262,7 +290,7 @@ def chart(title: str, picked: Sequence[Row], limit: int) -> list[str]:
         max((_threshold_fraction(r.threshold) or 0.0) for r in shown),
         0.10,
     )
-    scale = min(math.ceil(extent * 1.1 * 20) / 20, 1.0)  # a round 5% step, at most ±100%
+    scale = min(math.ceil(min(extent, 1.0) * 1.1 * 20) / 20, 1.0)  # a round 5% step, ±100% at most
     width = max(len(f"{r.benchmark} {r.metric}") for r in shown)
     label = f"-{scale:.0%} better".ljust(CHART_WIDTH // 2) + f"0 worse +{scale:.0%}"
     lines = [f"**{title}**", "", "```text", " " * (width + 2) + label]
@@ -288,17 +316,10 @@ def time_rows(table: Sequence[Row]) -> list[Row]:
     return sorted(by_bench.values(), key=lambda r: -(r.worse_sign * (r.change or 0.0)))
 
 
-def render(
-    verdict: Mapping[str, Any], title: str = "gpt2-bench regression gate", limit: int = 40
-) -> str:
-    """The whole comment: marker, headline and summary, the non-pass rows, the charts, notes."""
+def _body(verdict: Mapping[str, Any], limit: int, full_table: str) -> list[str]:
+    """Summary, the rows a reviewer reads, the folded counts, the charts and the notes."""
     table = rows(verdict)
-    code = exit_code(verdict)
-    headline = HEADLINES[code]
-    if code == 0 and not_judged(table):  # a --inconclusive pass policy, or an older gate
-        headline += f", but {not_judged(table)} row(s) not judged"
-    lines = [MARKER, f"### {_text(title, 80)}: {headline}", ""]
-    lines += [f"> {_text(summary_line(verdict, table), 400)}", ""]
+    lines = [f"> {_text(summary_line(verdict, table), 400)}", ""]
     for key, label in (("missing", "Missing from this run"), ("new", "New in this run")):
         names = _names(verdict, key)
         if names:
@@ -307,6 +328,8 @@ def render(
             lines += [f"**{label}** ({len(names)}): {shown}{more}", ""]
     picked = attention_rows(table)
     lines += [*rows_table(picked, limit), ""]
+    if folded := folded_counts(table):
+        lines += [f"Not listed: {folded} (full table: {full_table}).", ""]
     lines += chart(
         "Time against the baseline (● change, ━ interval; right is slower)", time_rows(table), limit
     )
@@ -314,6 +337,10 @@ def render(
     lines += chart("Other metrics that did not pass (right is worse)", others, limit)
     notes = [n for n in (verdict.get("notes") or []) if isinstance(n, str)]
     lines += [f"- {_text(n, 300)}" for n in notes[:limit]]
+    return lines
+
+
+def _finish(lines: Sequence[str]) -> str:
     text = "\n".join(lines).rstrip() + "\n"
     if len(text) > MAX_CHARS:
         text = text[: MAX_CHARS - 200].rsplit("\n", 1)[0]
@@ -321,11 +348,123 @@ def render(
     return text
 
 
+def verdict_headline(verdict: Mapping[str, Any]) -> str:
+    code = exit_code(verdict)
+    headline = HEADLINES[code]
+    unjudged = not_judged(rows(verdict))
+    if code == 0 and unjudged:  # a --inconclusive pass policy, or an older gate
+        headline += f", but {unjudged} row(s) not judged"
+    return headline
+
+
+def render(
+    verdict: Mapping[str, Any],
+    title: str = "gpt2-bench regression gate",
+    limit: int = 40,
+    full_table: str = "the job summary",
+) -> str:
+    """The whole comment: marker, headline and summary, the listed rows, the charts, notes."""
+    lines = [MARKER, f"### {_text(title, 80)}: {verdict_headline(verdict)}", ""]
+    return _finish([*lines, *_body(verdict, limit, full_table)])
+
+
+# --- the comment of a CI run: what happened, whatever happened ----------------------------------
+
+CONCLUSIONS = {
+    "success": "✅ run succeeded",
+    "failure": "❌ run failed",
+    "cancelled": "⏹️ run cancelled",
+    "timed_out": "⏱️ run timed out",
+}
+# What .github/scripts/run-status.py writes as `outcome`, said in words.
+OUTCOMES = {
+    "gated": "gated against the main baseline",
+    "not-gated": "not gated",
+    "failed-shard": "not gated: a benchmark shard failed",
+    "device-mismatch": "not gated: the baseline is from another device",
+    "cancelled": "not gated: the run was cancelled",
+    "refused": "not run: the request was refused",
+}
+_RUN_URL = re.compile(r"https://github\.com/[\w.-]+/[\w.-]+/actions/runs/\d{1,20}")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What the commenter knows from GitHub itself (the workflow_run event), not from artifacts."""
+
+    conclusion: str
+    head_sha: str
+    run_url: str
+
+
+def _sha(value: Any) -> str:
+    text = str(value or "")
+    return text[:12] if re.fullmatch(r"[0-9a-f]{7,40}", text) else "unknown"
+
+
+def _link(run: RunInfo) -> str:
+    if _RUN_URL.fullmatch(run.run_url):
+        return f"[run {run.run_url.rsplit('/', 1)[1]}]({run.run_url})"
+    return "the run (no valid link)"
+
+
+def baseline_line(status: Mapping[str, Any]) -> str:
+    """'main commit abc, run 12, device X, 2026-12-01, pooling 3 runs': the baseline used."""
+    base = status.get("baseline")
+    if not isinstance(base, Mapping) or not base:
+        return "Baseline: none used."
+    raw = base.get("pooled")
+    pooled = [p for p in raw if isinstance(p, Mapping)] if isinstance(raw, list) else []
+    parts = [f"main commit `{_sha(base.get('head_sha'))}`", f"run {_text(base.get('run_id'), 20)}"]
+    parts += [f"device {_text(base.get('device'), 80)}", f"stack {_text(base.get('stack'), 80)}"]
+    parts.append(_text(base.get("created_at"), 30))
+    if pooled:
+        commits = ", ".join(f"`{_sha(p.get('sha'))}`" for p in pooled[:5])
+        more = ", …" if len(pooled) > 5 else ""
+        parts.append(f"pooling {len(pooled)} main run(s) ({commits}{more})")
+    return "Baseline: " + ", ".join(p for p in parts if p) + "."
+
+
+def status_lines(run: RunInfo, status: Mapping[str, Any] | None) -> list[str]:
+    """Head, run, base and baseline, and what happened (outcome and reason)."""
+    lines = [f"Head `{_sha(run.head_sha)}`, {_link(run)}."]
+    if status is None:
+        return [*lines, "", "No status artifact: the run ended before it could say what happened."]
+    lines[0] = lines[0][:-1] + f", pull request base `{_sha(status.get('base_sha'))}`."
+    outcome = str(status.get("outcome", ""))
+    said = OUTCOMES.get(outcome, f"unknown outcome {_text(outcome, 40)}")
+    reason = _text(status.get("reason"), 300)
+    return [
+        *lines,
+        baseline_line(status),
+        "",
+        f"What happened: {said}" + (f" ({reason})." if reason else "."),
+    ]
+
+
+def render_run(
+    run: RunInfo,
+    status: Mapping[str, Any] | None,
+    verdict: Mapping[str, Any] | None,
+    title: str = "gpt2-bench regression gate",
+    limit: int = 40,
+) -> str:
+    """The CI comment: headline from the run's conclusion, then what that run reported."""
+    headline = CONCLUSIONS.get(run.conclusion, f"⚠️ run {_text(run.conclusion, 20)}")
+    lines = [MARKER, f"### {_text(title, 80)}: {headline}", "", *status_lines(run, status), ""]
+    if verdict is None:
+        return _finish([*lines, "No gate verdict from this run."])
+    lines += [f"Verdict reported by that run: {verdict_headline(verdict)}", ""]
+    return _finish([*lines, *_body(verdict, limit, _link(run) + " job summary")])
+
+
 # --- command line ------------------------------------------------------------------------------
 
 
 def add_comment_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("verdict", help="gate verdict JSON (gpt2-bench compare --json FILE)")
+    parser.add_argument(
+        "verdict", nargs="?", help="gate verdict JSON (gpt2-bench compare --json FILE)"
+    )
     parser.add_argument("--out", help="write the comment here (atomically) instead of stdout")
     parser.add_argument(
         "--summary",
@@ -337,6 +476,35 @@ def add_comment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-rows", type=int, default=40, help="rows per table and chart. Default: %(default)r"
     )
+    run = parser.add_argument_group("a CI run's comment (gpu-comment.yml)")
+    run.add_argument(
+        "--conclusion",
+        help="the run's conclusion (success, failure, cancelled, ...): headline from it, and the "
+        "verdict shown as that run reported it. Default: %(default)r",
+    )
+    run.add_argument("--status", help="the run's status JSON (run-status.py). Default: %(default)r")
+    run.add_argument("--head-sha", default="", help="the benchmarked head. Default: %(default)r")
+    run.add_argument("--run-url", default="", help="the run's page. Default: %(default)r")
+
+
+def _comment_text(args: argparse.Namespace) -> str:
+    limit = max(1, args.max_rows)
+    verdict = load(args.verdict) if args.verdict else None
+    if args.conclusion is None:
+        if verdict is None:
+            raise CommentError("a verdict JSON is needed unless --conclusion is given")
+        return render(verdict, args.title, limit)
+    status = load_status(args.status) if args.status else None
+    run = RunInfo(args.conclusion, args.head_sha, args.run_url)
+    return render_run(run, status, verdict, args.title, limit)
+
+
+def load_status(path: str | Path) -> dict[str, Any] | None:
+    """The status JSON, or None when the run left none (the comment says so)."""
+    if not Path(path).is_file():
+        return None
+    data = load(path)
+    return data
 
 
 def run_comment(args: argparse.Namespace) -> int:
@@ -344,7 +512,7 @@ def run_comment(args: argparse.Namespace) -> int:
     from gpt2_fixtures.results.files import atomic_write_text
 
     try:
-        text = render(load(args.verdict), args.title, max(1, args.max_rows))
+        text = _comment_text(args)
         if args.out:
             atomic_write_text(Path(args.out), text)
         else:
