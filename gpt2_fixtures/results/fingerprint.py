@@ -106,7 +106,9 @@ def check_environment(
     device = _device_differences(b, c)
     if device and not allow_device_mismatch:
         raise UnusableInput(f"{device}; {ALLOW_HINT}")
-    setup = _differences(b, c, SETUP_KEYS)
+    # without a fingerprint on a side (allowed just above) the setup cannot be checked either
+    known = b["has_gpt2_info"] and c["has_gpt2_info"]
+    setup = _differences(b, c, SETUP_KEYS) if known else []
     if setup:
         raise UnusableInput(
             f"measuring setup differs ({', '.join(setup)}): results measured differently do not "

@@ -9,6 +9,7 @@ import statistics
 import warnings
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Literal, TypeVar
 
 from gpt2_fixtures.results.gate.model import IMPROVED, INCONCLUSIVE, PASS, REGRESSION, Threshold
@@ -177,17 +178,22 @@ def decide(
         return IMPROVED, ""
     if bound is not None and not beyond(bound):
         return PASS, ""
-    return INCONCLUSIVE, _undecided(ev, worse, bound, threshold)
+    return INCONCLUSIVE, _undecided(ev, worse, bound, threshold, level)
 
 
-def _undecided(ev: Evidence, worse: float, bound: float | None, threshold: Threshold) -> str:
+def _undecided(
+    ev: Evidence, worse: float, bound: float | None, threshold: Threshold, level: float
+) -> str:
     if bound is None:
         return "no interval for the change (no rounds or no std recorded): cannot show it within"
     where = f"the interval reaches {bound:.1%} worse, past the {threshold.rel:.1%} threshold"
+    # the interval narrows as 1/sqrt(rounds): the change is decided once the interval's
+    # half-width (at the level the decision needs) fits between the change and the threshold
+    stretch = 1.0
     if worse > threshold.rel:
         where = f"{ev.change:+.1%} is beyond the {threshold.rel:.1%} threshold but not significant"
-    # the interval narrows as 1/sqrt(rounds): it decides once its half-width fits the gap
-    half = abs(bound - worse)
+        stretch = NormalDist().inv_cdf(1 - min(level, 0.5)) / Z_95 if level > 0 else 1.0
+    half = abs(bound - worse) * stretch
     gap = abs(threshold.rel - worse)
     if not ev.rounds or not half or gap < 0.005:
         return f"{where}: at the threshold itself, more rounds will hardly decide"
