@@ -441,3 +441,26 @@ def test_15_two_cpu_generations_under_one_brand_are_another_device(
     assert "cpu_family None -> 26" in capsys.readouterr().err
     assert samples.info(zen4["benchmarks"][0])["device_name"] == "AMD EPYC"
     assert bl.contended([zen4, zen5], ["a", "b"]) == []
+
+
+# --- unusable input names the file, the benchmark and the field ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda b: b["stats"]["data"].__setitem__(0, 10**400), "stats.data[0] is"),
+        (lambda b: b["extra_info"].__setitem__("batch_size", -4), "extra_info.batch_size is -4"),
+        (lambda b: b["extra_info"].__setitem__("peak_memory_mb", 10**400), "peak_memory_mb"),
+    ],
+)
+def test_unusable_input_names_its_place(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: Callable[[Any], Any], says: str
+) -> None:
+    bad = cur()
+    edit(bad["benchmarks"][1])
+    args = ["compare", write(tmp_path / "b.json", base()), write(tmp_path / "bad.json", bad)]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    name = bad["benchmarks"][1]["name"]
+    assert "bad.json" in err and name in err and says in err and err.count("\n") == 1

@@ -129,7 +129,7 @@ def aa_figures(
     baseline: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], settings: gate.GateSettings
 ) -> dict[str, Any]:
     """Every A run against the baseline: failing and improved rows, every non-pass row."""
-    failing = improved = drift = rows = 0
+    failing = improved = drift = inconclusive = rows = 0
     exits: list[int] = []
     not_pass: list[str] = []
     for i, run in enumerate(runs):
@@ -139,6 +139,7 @@ def aa_figures(
         failing += len(result.regressions)
         improved += sum(r.verdict == gate.IMPROVED for r in result.rows)
         drift += sum(r.verdict == gate.DRIFT for r in result.rows)  # raw moved, ratio did not
+        inconclusive += sum(r.verdict in (gate.INCONCLUSIVE, gate.NA) for r in result.rows)
         not_pass += [
             f"aa-{i} {r.benchmark} {r.metric}: {r.verdict} {_fmt(r.change)} {r.note}".rstrip()
             for r in result.rows
@@ -150,6 +151,7 @@ def aa_figures(
         "failing_rows": failing,
         "improved_rows": improved,
         "drift_rows": drift,
+        "inconclusive_rows": inconclusive,
         "exit_codes": exits,
         "not_pass": not_pass,
     }
@@ -267,8 +269,8 @@ def markdown(figures: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         f"gate: {meta['settings']}; {meta['when']}.",
         "",
         "| A/A against | comparisons | rows | failing rows | improved rows | drift rows "
-        "| exit codes |",
-        "|---|---|---|---|---|---|---|",
+        "| inconclusive rows | exit codes |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     against = (
         ("aa_calibrated", "calibrated"),
@@ -279,9 +281,11 @@ def markdown(figures: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         f = figures.get(key)
         if f is None:
             continue
+        unjudged = f.get("inconclusive_rows", 0)
         lines.append(
             f"| {label} | {f['comparisons']} | {f['rows']} | {f['failing_rows']} "
             f"| {f['improved_rows']} | {f.get('drift_rows', 0)} "
+            f"| {unjudged} ({_share(unjudged, f['rows'])}) "
             f"| {' '.join(map(str, f['exit_codes']))} |"
         )
     lines += [
@@ -324,6 +328,10 @@ def settings_text(settings: gate.GateSettings) -> str:
         f"alpha={settings.alpha} (Holm), time={time_thr}, spread_k={settings.spread_k:g}, "
         f"peak_memory_mb={settings.thresholds.base['peak_memory_mb']}"
     )
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.1%}" if whole else "-"
 
 
 def _fmt_load(loads: Sequence[float] | None) -> str:
