@@ -45,7 +45,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
     ),
     "report": (
         "write report.md with tables and PNG plots from result files",
-        "gpt2_fixtures.results.report",
+        "gpt2_fixtures.results.report.document",
         "add_arguments",
         "run",
     ),

@@ -108,11 +108,11 @@ HELD = []
 
 
 @pytest.mark.inference
-def test_infer(benchmark, gpt2_case, gpt2_session):
-    model = gpt2_session.model(gpt2_case)
-    batch = gpt2_session.batch(gpt2_case)
+def test_infer(benchmark, gpt2_case, gpt2_bench):
+    model = gpt2_bench.model(gpt2_case)
+    batch = gpt2_bench.batch(gpt2_case)
     step, _ = steps.infer_step(model, batch, gpt2_case.recipe, "cpu")
-    benchmark.extra_info.update(gpt2_session.measure(benchmark, gpt2_case, step, model).info)
+    benchmark.extra_info.update(gpt2_bench.measure(benchmark, gpt2_case, step, model).info)
     # What a case can leave in the process, as glibc keeps pages of a freed model: resident.
     HELD.append(torch.ones({HELD_MB} * 1024 * 1024 // 4))
 """

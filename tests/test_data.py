@@ -115,13 +115,14 @@ def _checkpoint(tmp_path, vocab_size=None):
 
 
 def test_checkpoint_without_tokenizer_files_gets_the_embedded_bpe(tmp_path):
-    from gpt2_fixtures.bench import session
+    from gpt2_fixtures.bench import settings
+    from gpt2_fixtures.bench.workbench import Workbench
 
-    s = session.resolve(device="cpu", model=str(_checkpoint(tmp_path)), seq_lens=(16,))
+    s = settings.resolve(device="cpu", model=str(_checkpoint(tmp_path)), seq_lens=(16,))
     assert s.tokenizer.source == "embedded"
     assert "has no tokenizer files" in s.tokenizer.why and "50257" in s.tokenizer.why
     assert "tokenizer=embedded (GPT-2's BPE" in s.header()
-    bench = session.BenchSession(s)
+    bench = Workbench(s)
     assert bench.blocks(16).shape[1] == 16  # no "encodes 'Hello world' to no tokens"
 
 
@@ -163,14 +164,14 @@ def test_a_tokenizer_path_that_is_not_one_is_one_line(tmp_path):
 
 
 def test_resolve_takes_the_tokenizer_option(tmp_path):
-    from gpt2_fixtures.bench import session
+    from gpt2_fixtures.bench import settings
 
-    s = session.resolve(device="cpu", tokenizer="embedded")
+    s = settings.resolve(device="cpu", tokenizer="embedded")
     assert s.tokenizer.source == "embedded" and "--gpt2-tokenizer" in s.tokenizer.why
 
 
 def test_machine_info_records_the_tokenizer_when_told():
-    from gpt2_fixtures.bench import session
+    from gpt2_fixtures.bench.environment import environment
 
-    assert "tokenizer" not in session.environment("cpu")
-    assert session.environment("cpu", tokenizer="embedded")["tokenizer"] == "embedded"
+    assert "tokenizer" not in environment("cpu")
+    assert environment("cpu", tokenizer="embedded")["tokenizer"] == "embedded"

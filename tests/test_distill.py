@@ -8,7 +8,8 @@ import pytest
 import torch
 from pytester_bench import make_bench_dir, run
 
-from gpt2_fixtures.bench import distill, models, session
+from gpt2_fixtures.bench import distill, models, phases, settings
+from gpt2_fixtures.bench.workbench import Workbench
 from gpt2_fixtures.config import Case, parse_recipe
 
 pytest_plugins = ["pytester"]
@@ -199,8 +200,8 @@ def test_padding_changes_nothing(pair):
 
 # -- the session's teacher slot ----------------------------------------------------------------
 def test_session_holds_the_teacher_beside_the_student_and_frees_both():
-    s = session.resolve(device="cpu", teacher="tiny", student="tiny", seq_lens=(16,))
-    bench = session.BenchSession(s)
+    s = settings.resolve(device="cpu", teacher="tiny", student="tiny", seq_lens=(16,))
+    bench = Workbench(s)
     case = Case("distill", SDPA, 1, 16)
     student, teacher = bench.model(case), bench.teacher(case)
     assert student is not teacher and bench.teacher(case) is teacher
@@ -217,10 +218,10 @@ def test_session_holds_the_teacher_beside_the_student_and_frees_both():
 def test_distill_recipes_follow_the_training_rules():
     # The teacher runs the same attention/precision/compile, so the distill phase's own checks
     # cover it; int8 has no optimizer step and fusedadam only touches the student's.
-    s = session.resolve(device="cpu", teacher="tiny", student="tiny")
+    s = settings.resolve(device="cpu", teacher="tiny", student="tiny")
 
     def reason(recipe):
-        return session.skip_reason(Case("distill", parse_recipe(recipe), 1, 16), s)
+        return phases.skip_reason(Case("distill", parse_recipe(recipe), 1, 16), s)
 
     assert "fp16" in reason("sdpa-fp16") and "int8" in reason("int8")
     assert reason("sdpa-fusedadam") is None

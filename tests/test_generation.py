@@ -11,7 +11,7 @@ import pytest
 import torch
 from fake_benchmark import documented_keys
 
-from gpt2_fixtures.bench import generation, measure, session
+from gpt2_fixtures.bench import generation, measure, phases, settings
 from gpt2_fixtures.bench.generation import GenerateOptions, TokenClock, TokenTimes
 from gpt2_fixtures.config import Case, parse_recipe
 
@@ -132,10 +132,10 @@ def test_grid_ids_and_new_tokens():
 
 
 def test_session_resolve_takes_the_generation_options():
-    s = session.resolve(device="cpu", prompt_lens=(8,), new_tokens=(4, 6), batch_sizes=(2,))
+    s = settings.resolve(device="cpu", prompt_lens=(8,), new_tokens=(4, 6), batch_sizes=(2,))
     # the CPU default grid (int8 runs in the inference and generation phases)
     assert [r.id for r in s.recipes] == ["eager-fp32", "sdpa-fp32", "sdpa-int8"]
-    assert [c.id for c in session.grid("generate", s)] == [
+    assert [c.id for c in phases.grid("generate", s)] == [
         "eager-fp32-b2-s8-n4",
         "eager-fp32-b2-s8-n6",
         "sdpa-fp32-b2-s8-n4",
@@ -144,8 +144,8 @@ def test_session_resolve_takes_the_generation_options():
         "sdpa-int8-b2-s8-n6",
     ]
     assert "prompt_lens=8 new_tokens=4,6" in s.header()
-    with pytest.raises(session.SettingsError, match="n_positions"):
-        session.resolve(device="cpu", prompt_lens=(1020,), new_tokens=(8,))
+    with pytest.raises(settings.SettingsError, match="n_positions"):
+        settings.resolve(device="cpu", prompt_lens=(1020,), new_tokens=(8,))
 
 
 # -- the step on a micro model -----------------------------------------------------------------

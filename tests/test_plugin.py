@@ -163,7 +163,7 @@ def test_control_option_picks_the_workload(bench_dir):
 import dataclasses  # noqa: E402
 import inspect  # noqa: E402
 
-from gpt2_fixtures.bench import session  # noqa: E402
+from gpt2_fixtures.bench import settings  # noqa: E402
 from gpt2_fixtures.plugin import options  # noqa: E402
 
 
@@ -174,7 +174,7 @@ def parse(pytester, *args):
 
 def test_every_resolve_keyword_is_a_run_option_and_every_flag_is_declared_once():
     fields = {f.name for f in dataclasses.fields(options.RunOptions)}
-    assert set(inspect.signature(session.resolve).parameters) <= fields
+    assert set(inspect.signature(settings.resolve).parameters) <= fields
     names = [name for name, _ in options.declarations()]
     assert len(names) == len(set(names))
     assert {"optimizations", "rounds", "tokenizer", "threshold", "allow-device-mismatch"} <= set(
@@ -187,7 +187,7 @@ def test_help_states_the_defaults_from_their_tables():
     assert options.per_device(table, "k") == "1,4 on CPU, 1,8,32 on CUDA"
     assert options.per_device(table, "same") == "20 on CPU and CUDA"
     helps = dict(options.declarations())
-    assert options.per_device(session.DEFAULTS, "batch_sizes") in helps["batch-sizes"]["help"]
+    assert options.per_device(settings.DEFAULTS, "batch_sizes") in helps["batch-sizes"]["help"]
     assert "Default: %(default)s." in helps["dataset"]["help"]
 
 
@@ -235,16 +235,17 @@ def test_conflicting_round_options_are_refused_in_one_line(pytester):
 # -- what the result file says ran (issue 17: options, params; contract 15) --------------------
 
 SUMMARY_PROBE = """
-from gpt2_fixtures.results import report
+import gpt2_fixtures.results.report_tables
+from gpt2_fixtures.results.report import tables as report_tables
 
-_real = report.console_summary
+_real = report_tables.console_summary
 
 def _probe(benchmarks):
     with open("summary_probe.txt", "w") as fh:
         fh.write(str(bool(benchmarks) and all(b["stats"].get("data") for b in benchmarks)))
     return _real(benchmarks)
 
-report.console_summary = _probe
+report_tables.console_summary = _probe
 """
 
 
@@ -354,12 +355,12 @@ def test_failed_and_deselected_cases_are_recorded_and_the_gate_sets_the_exit_sta
 
 
 def test_failure_reasons_are_one_line():
-    from gpt2_fixtures.bench import session as bench_session
+    from gpt2_fixtures.bench import settings as bench_settings
     from gpt2_fixtures.plugin import outcomes
 
     assert outcomes.one_line(AssertionError("loss is nan\nassert False")) == (
         "AssertionError: loss is nan"
     )
-    assert outcomes.one_line(bench_session.SettingsError("bad option")) == "bad option"
+    assert outcomes.one_line(bench_settings.SettingsError("bad option")) == "bad option"
     assert outcomes.one_line(RuntimeError()) == "RuntimeError"
     assert len(outcomes.one_line(ValueError("x" * 1000))) <= 300

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gpt2_fixtures.results import report, tracking
+from gpt2_fixtures.results import tracking
+from gpt2_fixtures.results.report import cases as report_cases
 
 pytest_plugins = ["pytester"]
 
@@ -70,7 +71,7 @@ def logged_table(run_dir: Path) -> dict:
 
 def test_table_config_and_summary_from_results() -> None:
     results = json.loads(DATA.read_text())
-    cases = report.cases_from_benchmarks(results["benchmarks"])
+    cases = report_cases.cases_from_benchmarks(results["benchmarks"])
     rows = tracking.table_rows(cases)
     assert len(rows) == len(results["benchmarks"])
     assert all(len(row) == len(tracking.TABLE_COLUMNS) for row in rows)
@@ -100,7 +101,7 @@ def test_metric_columns_come_from_the_registry(monkeypatch: pytest.MonkeyPatch) 
     assert [c for c in tracking.TABLE_COLUMNS if c in keys] == keys
     assert "peak_reserved_mb" in tracking.TABLE_COLUMNS  # was missing from the old copy
     results = json.loads(DATA.read_text())
-    cases = report.cases_from_benchmarks(results["benchmarks"])
+    cases = report_cases.cases_from_benchmarks(results["benchmarks"])
     row = dict(zip(tracking.TABLE_COLUMNS, tracking.table_rows(cases)[4], strict=True))
     low, high = row["speedup_vs_eager-fp32_low"], row["speedup_vs_eager-fp32_high"]
     assert low is not None and high is not None

@@ -43,15 +43,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_benchmark.utils import parse_compare_fail
+
+from gpt2_fixtures.results import baseline as baseline_io
+from gpt2_fixtures.results import files, gate
+from gpt2_fixtures.results.gate import samples as gate_samples
+from gpt2_fixtures.results.gate.model import CALIBRATED_TIME_REL
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pytest_benchmark.utils import parse_compare_fail  # noqa: E402
-
-from gpt2_fixtures.results import baseline as baseline_io  # noqa: E402
-from gpt2_fixtures.results import files, gate  # noqa: E402
-from gpt2_fixtures.results.gate import samples as gate_samples  # noqa: E402
-from gpt2_fixtures.results.gate.model import CALIBRATED_TIME_REL  # noqa: E402
 
 INJECTED: dict[str, str] = {"slow25": "slow=0.25", "slow10": "slow=0.10", "mem5": "mem=0.05"}
 KINDS: dict[str, str] = {"aa": "", **INJECTED}

@@ -91,7 +91,7 @@ def _recipes(device: str) -> Check:
 def _malloc_mode() -> str:
     """What --gpt2-malloc's default (steady) would set here, without changing this process."""
     try:
-        from gpt2_fixtures.bench.measure import glibc
+        from gpt2_fixtures.bench.memory import glibc
     except ImportError:
         return "unknown"
     return (

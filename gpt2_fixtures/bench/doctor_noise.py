@@ -174,7 +174,7 @@ def _gate_defaults(device: str) -> tuple[int, float, float]:
     """(default rounds, time threshold, alpha) as the suite and the gate use them."""
     rounds, threshold, alpha = 20, 0.10, 0.01  # the 0.2 defaults, if the modules moved
     try:
-        from gpt2_fixtures.bench.session import DEFAULTS
+        from gpt2_fixtures.bench.settings import DEFAULTS
         from gpt2_fixtures.results.gate import GateSettings
 
         settings = GateSettings()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gpt2_fixtures.bench import controls, data, distill, generation, measure, models
+from gpt2_fixtures.bench import controls, data, distill, generation, memory, models
 from gpt2_fixtures.bench.environment import device_name
 from gpt2_fixtures.config import PRESETS, Recipe, parse_recipes
 
@@ -82,7 +82,7 @@ class Settings:
             f"batch_sizes={','.join(map(str, self.batch_sizes))} "
             f"seq_lens={','.join(map(str, self.seq_lens))} optimizations={recipes} "
             f"rounds={self.rounds} warmup={self.warmup} cpu_threads={torch.get_num_threads()} "
-            f"malloc={measure.malloc_setting()} control={self.control} "
+            f"malloc={memory.malloc_setting()} control={self.control} "
             f"tokenizer={self.tokenizer.header()}"
             + "".join(f"\n  {p.header()}" for p in (self.generate, self.distill) if p)
         )

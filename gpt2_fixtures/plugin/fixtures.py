@@ -11,38 +11,42 @@ from typing import Any
 
 import pytest
 
-from gpt2_fixtures.bench import data, hub, measure, models, session
+from gpt2_fixtures.bench import data, environment, hub, memory, models
 from gpt2_fixtures.bench import distributed as dist_bench
+from gpt2_fixtures.bench import settings as bench_settings
+from gpt2_fixtures.bench.workbench import Workbench
 from gpt2_fixtures.plugin.options import run_options
 
-SETTINGS = pytest.StashKey[session.Settings]()
-BENCH_SESSION = pytest.StashKey[session.BenchSession]()
+SETTINGS = pytest.StashKey[bench_settings.Settings]()
+BENCH = pytest.StashKey[Workbench]()
 # Errors that a user fixes with an option: one line, never a traceback.
 USER_ERRORS = (
-    session.SettingsError,
+    bench_settings.SettingsError,
     models.ModelError,
     data.DataError,
     hub.HubUnavailableError,
 )
 
 
-def settings(config: pytest.Config) -> session.Settings:
+def settings(config: pytest.Config) -> bench_settings.Settings:
     """Resolved once per pytest run; cheap (no model or data is loaded)."""
     if SETTINGS not in config.stash:
         config.stash[SETTINGS] = _resolve(config)
     return config.stash[SETTINGS]
 
 
-def _resolve(config: pytest.Config) -> session.Settings:
+def _resolve(config: pytest.Config) -> bench_settings.Settings:
     opts = run_options(config)
-    session.set_cpu_threads(opts.threads)
+    bench_settings.set_cpu_threads(opts.threads)
     device = dist_bench.local_device(opts.device, dist_bench.launch_env())
     try:
-        resolved = session.resolve(**opts.arguments_for(session.resolve, device=device))
+        resolved = bench_settings.resolve(
+            **opts.arguments_for(bench_settings.resolve, device=device)
+        )
     except USER_ERRORS as exc:
         raise pytest.UsageError(f"gpt2-bench: {exc}") from None
     if resolved.device_type == "cpu":
-        measure.configure_malloc(opts.malloc)
+        memory.configure_malloc(opts.malloc)
     return resolved
 
 
@@ -71,20 +75,21 @@ def pytest_benchmark_update_machine_info(
 ) -> None:
     """GPU, library versions and numerics settings: what a baseline must match to be comparable."""
     dev = device(config)
-    machine_info["gpt2"] = session.environment(dev)
+    machine_info["gpt2"] = environment.environment(dev)
     machine_info["gpt2"].update(dist_bench.launch_info(dist_bench.launch_env(), dev))
     machine_info.setdefault("python_implementation", platform.python_implementation())
 
 
 @pytest.fixture(scope="session")
-def gpt2_settings(request: pytest.FixtureRequest) -> session.Settings:
+def gpt2_settings(request: pytest.FixtureRequest) -> bench_settings.Settings:
     return settings(request.config)
 
 
 @pytest.fixture(scope="session")
-def gpt2_session(request: pytest.FixtureRequest) -> Generator[session.BenchSession]:
-    bench = session.BenchSession(settings(request.config))
-    request.config.stash[BENCH_SESSION] = bench
+def gpt2_bench(request: pytest.FixtureRequest) -> Generator[Workbench]:
+    """The model and data cache: one model at a time, freed at the end of the run."""
+    bench = Workbench(settings(request.config))
+    request.config.stash[BENCH] = bench
     yield bench
     bench.free_model()
 

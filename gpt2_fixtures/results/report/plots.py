@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gpt2_fixtures.config import Phase
 from gpt2_fixtures.results.report.cases import (
     REFERENCE_RECIPE,
     CaseResult,
@@ -90,7 +91,7 @@ def _sorted_values(values: Iterable[int | None]) -> list[int]:
 
 
 def _length_label(phase: str) -> str:
-    return "prompt length (tokens)" if phase == "generate" else "sequence length (tokens)"
+    return Phase.of(phase).axis
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,9 +353,7 @@ def plot_memory(
 
 def plot_throughput(phase: str, cases: Sequence[CaseResult], path: Path) -> Path | None:
     """Tokens per second against sequence length, one line per recipe, one panel per batch."""
-    labels = (_length_label(phase), "throughput (tokens/s)")
-    if phase == "generate":  # seq_len is the prompt; tokens_per_s counts generated tokens
-        labels = (_length_label(phase), "throughput (generated tokens/s)")
+    labels = (_length_label(phase), Phase.of(phase).rate)  # generate: generated tokens/s
     fig = _line_panels(cases, "batch_size", "seq_len", "tokens_per_s", labels, "batch size")
     if fig is None:
         return None
