@@ -6,13 +6,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from pytester_bench import make_bench_dir, run
+from helpers import run
 
 from gpt2_fixtures.bench import distill, models, phases, settings
 from gpt2_fixtures.bench.workbench import Workbench
 from gpt2_fixtures.config import Case, parse_recipe
 
-pytest_plugins = ["pytester"]
 SDPA = parse_recipe("sdpa")
 
 
@@ -228,12 +227,8 @@ def test_distill_recipes_follow_the_training_rules():
 
 
 # -- the options through the plugin ------------------------------------------------------------
-@pytest.fixture
-def bench_dir(pytester):
-    return make_bench_dir(pytester)
 
 
-@pytest.mark.slow
 def test_options_reach_the_header(bench_dir):
     result = run(
         bench_dir,
@@ -249,8 +244,27 @@ def test_options_reach_the_header(bench_dir):
     )
 
 
-@pytest.mark.slow
 def test_bad_alpha_is_a_usage_error(bench_dir):
     result = run(bench_dir, "--collect-only", "--gpt2-kd-alpha", "1.5")
     assert result.ret == 4  # pytest's usage error
     result.stderr.fnmatch_lines(["*--gpt2-kd-alpha*must be in [[]0, 1]*"])
+
+
+# -- a local pretrained checkpoint under test --------------------------------------------------
+def test_preset_pair_is_built_from_configs_beside_a_local_pretrained_model(tiny_checkpoint):
+    """`--gpt2-model ./my-gpt2 --gpt2-weights pretrained` is about the model under test: the
+    preset teacher and student are still built offline (the hub has no `tiny`)."""
+    s = settings.resolve(
+        device="cpu", model=str(tiny_checkpoint), weights="pretrained", batch_sizes=(1,),
+        seq_lens=(16,),
+    )  # fmt: skip
+    assert s.weights == "pretrained" and s.distill is not None
+    pair = (s.distill.teacher, s.distill.student)
+    assert [(m.source, m.pretrained) for m in pair] == [("preset", False)] * 2
+    bench = Workbench(s)
+    case = phases.DISTILL.grid(s)[0]
+    try:
+        student, teacher = bench.model(case), bench.teacher(case)
+        assert models.n_params(teacher) > models.n_params(student)
+    finally:
+        bench.free_model()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_benchmark import documented_keys
+from helpers import documented_keys
 
 from gpt2_fixtures.bench import generation, measure, phases, settings
 from gpt2_fixtures.bench.generation import GenerateOptions, TokenClock, TokenTimes
@@ -227,7 +227,6 @@ KD_KEYS = {"teacher", "student", "temperature", "alpha", "kd_loss", "teacher_sha
 COMMON = {"phase", "optimization", "tokens_per_s", "peak_memory_mb", "control_round_s"}
 
 
-@pytest.mark.slow
 def test_generation_and_distillation_benchmarks_write_their_keys(tmp_path):
     out = tmp_path / "out.json"
     args = [

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from fake_benchmark import FakeBenchmark
+from helpers import FakeBenchmark
 
 from gpt2_fixtures.bench import measure, memory
 
@@ -263,7 +263,6 @@ print(statistics.median(faults))
 """
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(
     memory.glibc() is None,
     reason="the steady setting needs glibc's mallopt",

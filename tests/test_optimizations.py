@@ -290,7 +290,6 @@ def run_benchmarks(tmp_path, *args):
     return {b["extra_info"]["optimization"]: b["extra_info"] for b in benches}, proc.stdout
 
 
-@pytest.mark.slow
 def test_smoke_inference_int8_compile_and_flash2_skip(tmp_path):
     infos, stdout = run_benchmarks(
         tmp_path, "-m", "inference", "--gpt2-optimizations", "sdpa,int8,sdpa-compile,flash2"
@@ -307,7 +306,6 @@ def test_smoke_inference_int8_compile_and_flash2_skip(tmp_path):
     assert "flash2-bf16: flash_attention_2 needs CUDA and the flash-attn package" in stdout
 
 
-@pytest.mark.slow
 def test_smoke_training_recipes_and_peak_override(tmp_path):
     infos, stdout = run_benchmarks(
         tmp_path, "-m", "train", "--gpt2-optimizations", "sdpa-padvocab-fusedadam,int8",

@@ -3,17 +3,9 @@
 import json
 
 import pytest
-from pytester_bench import SMALL, make_bench_dir, run
-
-pytest_plugins = ["pytester"]
+from helpers import SMALL, run
 
 
-@pytest.fixture
-def bench_dir(pytester):
-    return make_bench_dir(pytester)
-
-
-@pytest.mark.slow
 def test_json_has_every_key_for_both_phases(bench_dir):
     result = run(
         bench_dir, *SMALL, "--gpt2-optimizations", "eager,sdpa", "--benchmark-json=out.json"
@@ -71,7 +63,6 @@ def test_json_has_every_key_for_both_phases(bench_dir):
     assert {"torch", "transformers", "datasets", "device_name", "tf32_matmul"} <= gpt2.keys()
 
 
-@pytest.mark.slow
 def test_half_precision_on_cpu_is_skipped_by_default_and_runs_when_named(bench_dir):
     result = run(
         bench_dir,
@@ -92,7 +83,6 @@ def test_half_precision_on_cpu_is_skipped_by_default_and_runs_when_named(bench_d
     result.assert_outcomes(passed=1, deselected=1)
 
 
-@pytest.mark.slow
 def test_skip_reason_for_flash2_on_cpu(bench_dir):
     result = run(
         bench_dir,
@@ -108,7 +98,6 @@ def test_skip_reason_for_flash2_on_cpu(bench_dir):
     result.stdout.fnmatch_lines(["*flash2-bf16: flash_attention_2 needs CUDA*this run: cpu*"])
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -129,7 +118,6 @@ def test_bad_input_is_one_line_without_traceback(bench_dir, args, message):
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
 
 
-@pytest.mark.slow
 def test_threads_option_reaches_header_and_machine_info(bench_dir):
     result = run(
         bench_dir,
@@ -143,7 +131,6 @@ def test_threads_option_reaches_header_and_machine_info(bench_dir):
     assert doc["machine_info"]["gpt2"]["cpu_threads"] == 1
 
 
-@pytest.mark.slow
 def test_control_option_picks_the_workload(bench_dir):
     common = ["--gpt2-batch-sizes", "1", "--gpt2-seq-lens", "16", "--gpt2-rounds", "2"]
     common += ["--gpt2-optimizations", "sdpa", "-m", "inference"]
@@ -249,7 +236,6 @@ report_tables.console_summary = _probe
 """
 
 
-@pytest.mark.slow
 def test_json_says_the_rounds_that_ran_and_the_case_in_plain_fields(bench_dir):
     bench_dir.makeconftest(SUMMARY_PROBE)
     result = run(
@@ -313,7 +299,6 @@ gate.format_table = lambda result: "gpt2 gate: probe, not fully judged"
 """
 
 
-@pytest.mark.slow
 def test_failed_and_deselected_cases_are_recorded_and_the_gate_sets_the_exit_status(pytester):
     pytester.makepyfile(test_cases=RECORDED)
     first = run(
@@ -364,3 +349,26 @@ def test_failure_reasons_are_one_line():
     assert outcomes.one_line(bench_settings.SettingsError("bad option")) == "bad option"
     assert outcomes.one_line(RuntimeError()) == "RuntimeError"
     assert len(outcomes.one_line(ValueError("x" * 1000))) <= 300
+
+
+def test_process_settings_apply_only_when_benchmarks_are_collected(pytester, monkeypatch):
+    """`pytest tests` loads the plugin through the root conftest.py; only a run that collects
+    benchmarks sets CPU threads, the host allocator and the SIGTERM handler."""
+    from helpers import make_bench_dir
+
+    from gpt2_fixtures.bench import memory
+    from gpt2_fixtures.bench import settings as bench_settings
+    from gpt2_fixtures.plugin import guards
+
+    applied: list[str] = []
+    monkeypatch.setattr(guards, "sigterm_as_interrupt", lambda: applied.append("sigterm"))
+    monkeypatch.setattr(memory, "configure_malloc", lambda mode: applied.append(mode))
+    monkeypatch.setattr(bench_settings, "set_cpu_threads", lambda n: applied.append(f"t{n}"))
+    pytester.makepyfile(test_unit="def test_one():\n    assert True\n")
+    unit = pytester.runpytest("-p", "gpt2_fixtures.plugin", "--gpt2-device", "cpu", "test_unit.py")
+    assert unit.ret == 0 and applied == []
+    make_bench_dir(pytester)
+    bench = pytester.runpytest(
+        "-p", "gpt2_fixtures.plugin", "--gpt2-device", "cpu", "--collect-only", "test_inference.py"
+    )
+    assert bench.ret == 0 and applied == ["tNone", "steady", "sigterm"]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import result_entry
 
 from gpt2_fixtures import cli
 from gpt2_fixtures.results.report import cases as report_cases
@@ -27,44 +28,6 @@ from gpt2_fixtures.results.report import tables as report_tables
 
 DATA = Path(__file__).parent / "data" / "results_tiny.json"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def bench(
-    opt: str,
-    batch: int,
-    seq: int,
-    median: float,
-    phase: str = "train",
-    function: str = "test_train",
-    tail: str = "",
-    **extra: Any,
-) -> dict[str, Any]:
-    """A synthetic benchmark entry in the pytest-benchmark JSON layout."""
-    name = f"{function}[{opt}-b{batch}-s{seq}{tail}]"
-    info = {
-        "phase": phase,
-        "model": "tiny",
-        "optimization": opt,
-        "device": "cpu",
-        "batch_size": batch,
-        "seq_len": seq,
-        "samples_per_s": batch / median,
-        "tokens_per_s": batch * seq / median,
-        "peak_memory_mb": 100.0 + batch * seq / 10,
-        "memory_kind": "cpu_rss",
-        **extra,
-    }
-    # Five rounds 2% apart: enough for a rounds-based interval, tight enough to be significant.
-    data = [median * f for f in (0.96, 0.98, 1.0, 1.02, 1.04)]
-    stats = {"median": median, "mean": median, "stddev": statistics.stdev(data), "rounds": 5}
-    stats["data"] = data
-    return {
-        "name": name,
-        "fullname": f"benchmarks/x.py::{name}",
-        "params": None,
-        "stats": stats,
-        "extra_info": info,
-    }
 
 
 def png_ok(path: Path) -> None:
@@ -99,13 +62,13 @@ def test_relative_change() -> None:
 def test_speedups_match_reference_of_same_phase_and_shape() -> None:
     cases = report_cases.cases_from_benchmarks(
         [
-            bench("eager-fp32", 1, 128, 0.4),
-            bench("sdpa-fp32", 1, 128, 0.1),
-            bench("eager-fp32", 8, 128, 2.0),
-            bench("sdpa-fp32", 8, 128, 0.5),
-            bench("sdpa-fp32", 8, 512, 0.5),  # no reference at this shape
-            bench("eager-fp32", 1, 128, 0.2, phase="infer", function="test_infer"),
-            bench("sdpa-fp32", 1, 128, 0.1, phase="infer", function="test_infer"),
+            result_entry("eager-fp32", 1, 128, 0.4),
+            result_entry("sdpa-fp32", 1, 128, 0.1),
+            result_entry("eager-fp32", 8, 128, 2.0),
+            result_entry("sdpa-fp32", 8, 128, 0.5),
+            result_entry("sdpa-fp32", 8, 512, 0.5),  # no reference at this shape
+            result_entry("eager-fp32", 1, 128, 0.2, phase="infer", function="test_infer"),
+            result_entry("sdpa-fp32", 1, 128, 0.1, phase="infer", function="test_infer"),
         ]
     )
     ups = {c.name: v for c, v in zip(cases, report_cases.speedups(cases).values(), strict=True)}
@@ -124,10 +87,10 @@ def test_id_variants_are_separate_shapes() -> None:
     gen = {"phase": "generate", "function": "test_generate"}
     cases = report_cases.cases_from_benchmarks(
         [
-            bench("eager-fp32", 1, 32, 0.2, tail="-n32", new_tokens=32, **gen),
-            bench("sdpa-fp32", 1, 32, 0.1, tail="-n32", new_tokens=32, **gen),
-            bench("eager-fp32", 1, 32, 0.9, tail="-n64", new_tokens=64, **gen),
-            bench("sdpa-fp32", 1, 32, 0.3, tail="-n64", new_tokens=64, **gen),
+            result_entry("eager-fp32", 1, 32, 0.2, tail="-n32", new_tokens=32, **gen),
+            result_entry("sdpa-fp32", 1, 32, 0.1, tail="-n32", new_tokens=32, **gen),
+            result_entry("eager-fp32", 1, 32, 0.9, tail="-n64", new_tokens=64, **gen),
+            result_entry("sdpa-fp32", 1, 32, 0.3, tail="-n64", new_tokens=64, **gen),
         ]
     )
     assert [c.variant for c in cases] == ["n32", "n32", "n64", "n64"]
@@ -138,7 +101,7 @@ def test_id_variants_are_separate_shapes() -> None:
 
 def test_distributed_ids_keep_strategy_and_world_size_apart() -> None:
     entries = [
-        bench(f"{strategy}-eager-fp32", 8, 128, median, tail="-w2", strategy=strategy)
+        result_entry(f"{strategy}-eager-fp32", 8, 128, median, tail="-w2", strategy=strategy)
         for strategy, median in (("ddp", 0.2), ("fsdp", 0.4))
     ]
     for entry in entries:
@@ -150,8 +113,8 @@ def test_distributed_ids_keep_strategy_and_world_size_apart() -> None:
 
 
 def test_baseline_changes_per_metric() -> None:
-    (old,) = report_cases.cases_from_benchmarks([bench("sdpa-fp32", 1, 128, 0.2)])
-    (new,) = report_cases.cases_from_benchmarks([bench("sdpa-fp32", 1, 128, 0.1)])
+    (old,) = report_cases.cases_from_benchmarks([result_entry("sdpa-fp32", 1, 128, 0.2)])
+    (new,) = report_cases.cases_from_benchmarks([result_entry("sdpa-fp32", 1, 128, 0.1)])
     changes = report_tables.baseline_changes(new, old)
     assert changes is not None
     assert changes["median"] == pytest.approx(-0.5)
@@ -161,7 +124,7 @@ def test_baseline_changes_per_metric() -> None:
 
 
 def test_ids_fill_in_what_extra_info_lacks() -> None:
-    entry = bench("sdpa-bf16", 8, 512, 0.1, function="test_infer")
+    entry = result_entry("sdpa-bf16", 8, 512, 0.1, function="test_infer")
     entry["extra_info"] = {}
     case = report_cases.case_from_benchmark(entry)
     assert (case.phase, case.optimization, case.batch_size, case.seq_len) == (
@@ -211,9 +174,9 @@ def test_text_and_markdown_render_the_same_cells() -> None:
 
 def test_console_summary_has_one_table_per_phase() -> None:
     entries = [
-        bench("eager-fp32", 1, 128, 0.4),
-        bench("sdpa-fp32", 1, 128, 0.1, mfu=0.123),
-        bench("eager-fp32", 1, 128, 0.2, phase="infer", function="test_infer"),
+        result_entry("eager-fp32", 1, 128, 0.4),
+        result_entry("sdpa-fp32", 1, 128, 0.1, mfu=0.123),
+        result_entry("eager-fp32", 1, 128, 0.2, phase="infer", function="test_infer"),
     ]
     text = report_tables.console_summary(entries)
     assert text.index("train (tiny, cpu)") < text.index("infer (tiny, cpu)")
@@ -227,8 +190,12 @@ def test_console_summary_has_one_table_per_phase() -> None:
 
 def test_generation_columns_appear_for_generate_phase() -> None:
     entries = [
-        bench("eager-fp32", 1, 64, 0.5, "generate", "test_generate", ttft_ms=20.0, tpot_ms=5.0),
-        bench("sdpa-fp32", 1, 64, 0.25, "generate", "test_generate", ttft_ms=10.0, tpot_ms=2.5),
+        result_entry(
+            "eager-fp32", 1, 64, 0.5, "generate", "test_generate", ttft_ms=20.0, tpot_ms=5.0
+        ),
+        result_entry(
+            "sdpa-fp32", 1, 64, 0.25, "generate", "test_generate", ttft_ms=10.0, tpot_ms=2.5
+        ),
     ]
     for entry in entries:
         entry["extra_info"]["decode_tokens_per_s"] = 1000.0 / entry["extra_info"]["tpot_ms"]
@@ -240,10 +207,10 @@ def test_generation_columns_appear_for_generate_phase() -> None:
 
 def test_baseline_table_reports_new_and_vanished_cases() -> None:
     base = report_cases.cases_from_benchmarks(
-        [bench("eager-fp32", 1, 128, 0.4), bench("sdpa-fp32", 8, 128, 0.1)]
+        [result_entry("eager-fp32", 1, 128, 0.4), result_entry("sdpa-fp32", 8, 128, 0.1)]
     )
     now = report_cases.cases_from_benchmarks(
-        [bench("eager-fp32", 1, 128, 0.44), bench("sdpa-bf16", 1, 128, 0.1)]
+        [result_entry("eager-fp32", 1, 128, 0.44), result_entry("sdpa-bf16", 1, 128, 0.1)]
     )
     table = report_tables.baseline_table("train", now, base)
     rows = {row[0]: row for row in table.rows}
@@ -302,7 +269,7 @@ def test_report_plots_are_valid_pngs_and_embedded(tiny_report: report_document.R
 
 def test_generation_plot(tmp_path: Path) -> None:
     entries = [
-        bench(opt, b, 64, 0.1 * b, "generate", "test_generate", ttft_ms=9.0 * b, tpot_ms=2.0)
+        result_entry(opt, b, 64, 0.1 * b, "generate", "test_generate", ttft_ms=9.0 * b, tpot_ms=2.0)
         for opt in ("eager-fp32", "sdpa-fp32")
         for b in (1, 4)
     ]
@@ -315,7 +282,7 @@ def test_generation_plot(tmp_path: Path) -> None:
 
 def test_report_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     results = tmp_path / "results.json"
-    results.write_text(json.dumps({"benchmarks": [bench("eager-fp32", 1, 8, 0.1)]}))
+    results.write_text(json.dumps({"benchmarks": [result_entry("eager-fp32", 1, 8, 0.1)]}))
     assert cli.main(["report", str(results), "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "report.md").is_file()
     # Memory and throughput; no speedup heatmap without a second recipe.
@@ -343,7 +310,7 @@ def test_not_a_results_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 def noisy(opt: str, median: float, spread: float, **kw: Any) -> dict[str, Any]:
     """A case whose 15 rounds spread by a factor exp(±spread) around ``median``."""
-    entry = bench(opt, 1, 64, median, **kw)
+    entry = result_entry(opt, 1, 64, median, **kw)
     data = [median * math.exp(spread * ((i % 5) - 2) / 2) for i in range(15)]
     entry["stats"].update(
         data=data, rounds=15, stddev=statistics.stdev(data), mean=statistics.fmean(data)
@@ -433,8 +400,8 @@ def test_heatmap_cell_not_significant_is_neutral(tmp_path: Path, captured: Captu
     entries = [
         noisy("eager-fp32", 1.0, 1.5),
         noisy("sdpa-fp32", 1.25, 1.5),
-        bench("eager-fp32", 4, 64, 1.0),
-        bench("sdpa-fp32", 4, 64, 0.5),
+        result_entry("eager-fp32", 4, 64, 1.0),
+        result_entry("sdpa-fp32", 4, 64, 0.5),
     ]
     cases = report_cases.cases_from_benchmarks(entries)
     assert report_plots.plot_speedup_heatmap("train", cases, tmp_path / "s.png") is not None
@@ -470,7 +437,7 @@ def test_every_plot_names_model_and_device_and_fits_its_title(
     tmp_path: Path, captured: Captured
 ) -> None:
     entries = [
-        bench(o, b, s, 0.1 * b * s / 64)
+        result_entry(o, b, s, 0.1 * b * s / 64)
         for o in ("eager-fp32", "sdpa-fp32")
         for b in (1, 4)
         for s in (64, 128)
@@ -489,7 +456,9 @@ def test_every_plot_names_model_and_device_and_fits_its_title(
 
 
 def test_memory_plot_says_when_memory_is_read(tmp_path: Path, captured: Captured) -> None:
-    cases = report_cases.cases_from_benchmarks([bench("eager-fp32", b, 64, 0.1) for b in (1, 4)])
+    cases = report_cases.cases_from_benchmarks(
+        [result_entry("eager-fp32", b, 64, 0.1) for b in (1, 4)]
+    )
     report_plots.plot_memory("train", cases, tmp_path / "m.png")
     title = captured.title("m.png").replace("\n", " ")
     assert "during the measured rounds" not in title
@@ -497,7 +466,7 @@ def test_memory_plot_says_when_memory_is_read(tmp_path: Path, captured: Captured
 
 
 def test_line_plots_do_not_hide_small_differences(tmp_path: Path, captured: Captured) -> None:
-    entries = [bench(o, b, 64, 0.1) for o in ("eager-fp32", "sdpa-fp32") for b in (1, 4)]
+    entries = [result_entry(o, b, 64, 0.1) for o in ("eager-fp32", "sdpa-fp32") for b in (1, 4)]
     for e, mb in zip(entries, (1000.0, 1010.0, 1020.0, 1030.0), strict=True):
         e["extra_info"]["peak_memory_mb"] = mb  # differences of 1-3%
     report_plots.plot_memory(
@@ -512,7 +481,7 @@ def test_generate_heatmap_axis_is_the_prompt_and_n_is_explained(
 ) -> None:
     gen = {"phase": "generate", "function": "test_generate", "tail": "-n32", "new_tokens": 32}
     entries = [
-        bench(o, b, s, 0.1 * b, **gen)
+        result_entry(o, b, s, 0.1 * b, **gen)
         for o in ("eager-fp32", "sdpa-fp32")
         for b in (1, 4)
         for s in (32, 64)
@@ -528,7 +497,7 @@ def test_generate_heatmap_axis_is_the_prompt_and_n_is_explained(
 def test_single_shape_speedup_is_a_bar_chart(tmp_path: Path, captured: Captured) -> None:
     cases = report_cases.cases_from_benchmarks(
         [
-            bench(o, 1, 32, m, "distill", "test_distill")
+            result_entry(o, 1, 32, m, "distill", "test_distill")
             for o, m in (("eager-fp32", 1.0), ("sdpa-fp32", 0.5))
         ]
     )
@@ -541,7 +510,7 @@ def test_single_shape_speedup_is_a_bar_chart(tmp_path: Path, captured: Captured)
 
 def test_generation_bars_have_error_bars(tmp_path: Path, captured: Captured) -> None:
     entries = [
-        bench(
+        result_entry(
             o,
             1,
             64,
@@ -564,14 +533,15 @@ def test_generation_bars_have_error_bars(tmp_path: Path, captured: Captured) -> 
 
 
 def test_footprint_memory_is_plotted_when_present(tmp_path: Path) -> None:
-    entries = [bench("eager-fp32", b, 64, 0.1, footprint_memory_mb=50.0 * b) for b in (1, 4)]
+    entries = [result_entry("eager-fp32", b, 64, 0.1, footprint_memory_mb=50.0 * b) for b in (1, 4)]
     plots = report_document.write_plots(report_cases.cases_from_benchmarks(entries), tmp_path)
     assert "footprint_train.png" in {p.path.name for p in plots["train"]}
     png_ok(tmp_path / "footprint_train.png")
     assert "footprint_train.png" not in {
         p.path.name
         for p in report_document.write_plots(
-            report_cases.cases_from_benchmarks([bench("eager-fp32", 1, 64, 0.1)]), tmp_path / "x"
+            report_cases.cases_from_benchmarks([result_entry("eager-fp32", 1, 64, 0.1)]),
+            tmp_path / "x",
         )["train"]
     }
 
@@ -579,7 +549,10 @@ def test_footprint_memory_is_plotted_when_present(tmp_path: Path) -> None:
 def test_baseline_from_another_machine_gets_a_note(tmp_path: Path) -> None:
     def doc(cpu: str, threads: int) -> dict[str, Any]:
         gpt2 = {"device": "cpu", "device_name": cpu, "cpu_model": cpu, "cpu_threads": threads}
-        return {"machine_info": {"gpt2": gpt2}, "benchmarks": [bench("eager-fp32", 1, 8, 0.1)]}
+        return {
+            "machine_info": {"gpt2": gpt2},
+            "benchmarks": [result_entry("eager-fp32", 1, 8, 0.1)],
+        }
 
     here = _write_json(tmp_path / "now.json", doc("AMD EPYC", 2))
     there = _write_json(tmp_path / "base.json", doc("Intel Xeon", 1))
@@ -613,7 +586,6 @@ def test_truncated_file_is_one_line_and_exit_2(
     assert "JSONDecodeError" not in err
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("command", ["merge", "compare", "baseline", "report"])
 def test_result_commands_do_not_import_torch(tmp_path: Path, command: str) -> None:
     data = str(DATA)
@@ -652,7 +624,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_without_rounds_the_interval_comes_from_mean_std_and_rounds() -> None:
     """The plugin's summary before contract 15 passed no stats.data: still an interval."""
-    entries = [bench("eager-fp32", 1, 64, 1.0), bench("sdpa-fp32", 1, 64, 0.5)]
+    entries = [result_entry("eager-fp32", 1, 64, 1.0), result_entry("sdpa-fp32", 1, 64, 0.5)]
     for entry in entries:
         del entry["stats"]["data"]
     cases = report_cases.cases_from_benchmarks(entries)
@@ -662,7 +634,7 @@ def test_without_rounds_the_interval_comes_from_mean_std_and_rounds() -> None:
 
 
 def test_throughput_title_says_what_the_figure_is_from(tmp_path: Path, captured: Captured) -> None:
-    entries = [bench("eager-fp32", 1, s, 0.1) for s in (64, 128)]
+    entries = [result_entry("eager-fp32", 1, s, 0.1) for s in (64, 128)]
     report_plots.plot_throughput(
         "train", report_cases.cases_from_benchmarks(entries), tmp_path / "a.png"
     )

@@ -4,7 +4,7 @@ benchmark records, and from which rounds (no timing is asserted: the times are m
 import statistics
 
 import pytest
-from fake_benchmark import FakeBenchmark
+from helpers import FakeBenchmark
 
 from gpt2_fixtures.bench import distill, generation, settings, steps
 from gpt2_fixtures.bench.workbench import Workbench

@@ -18,8 +18,6 @@ import pytest
 from gpt2_fixtures.results import tracking
 from gpt2_fixtures.results.report import cases as report_cases
 
-pytest_plugins = ["pytester"]
-
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data" / "results_tiny.json"
 FAKE_KEY = "k" * 40  # looks like an API key; must never end up in a file
@@ -126,7 +124,6 @@ print(json.dumps({"ok": outcome.ok, "message": outcome.message, "run_dir": str(o
 """
 
 
-@pytest.mark.slow
 def test_offline_run_holds_table_plots_and_results(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", LOG_SCRIPT, str(DATA)],
@@ -156,7 +153,6 @@ def test_offline_run_holds_table_plots_and_results(tmp_path: Path) -> None:
             assert FAKE_KEY.encode() not in path.read_bytes(), path
 
 
-@pytest.mark.slow
 def test_online_without_key_falls_back_to_offline(tmp_path: Path) -> None:
     env = wandb_env(tmp_path, mode=None)
     del env["WANDB_API_KEY"]
@@ -195,7 +191,6 @@ def run_plugin(
     )
 
 
-@pytest.mark.slow
 def test_without_flag_wandb_is_never_imported(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -206,7 +201,6 @@ def test_without_flag_wandb_is_never_imported(
     assert not (pytester.path / "wandb").exists()
 
 
-@pytest.mark.slow
 def test_flag_with_wandb_missing_warns_once_and_goes_on(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -218,7 +212,6 @@ def test_flag_with_wandb_missing_warns_once_and_goes_on(
     assert "gpt2-bench summary" in result.stdout.str()
 
 
-@pytest.mark.slow
 def test_flag_offline_writes_one_run(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
