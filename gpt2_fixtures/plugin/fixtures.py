@@ -15,6 +15,7 @@ from gpt2_fixtures.bench import data, environment, hub, memory, models
 from gpt2_fixtures.bench import distributed as dist_bench
 from gpt2_fixtures.bench import settings as bench_settings
 from gpt2_fixtures.bench.workbench import Workbench
+from gpt2_fixtures.plugin import guards
 from gpt2_fixtures.plugin.options import run_options
 
 SETTINGS = pytest.StashKey[bench_settings.Settings]()
@@ -37,7 +38,6 @@ def settings(config: pytest.Config) -> bench_settings.Settings:
 
 def _resolve(config: pytest.Config) -> bench_settings.Settings:
     opts = run_options(config)
-    bench_settings.set_cpu_threads(opts.threads)
     device = dist_bench.local_device(opts.device, dist_bench.launch_env())
     try:
         resolved = bench_settings.resolve(
@@ -45,9 +45,28 @@ def _resolve(config: pytest.Config) -> bench_settings.Settings:
         )
     except USER_ERRORS as exc:
         raise pytest.UsageError(f"gpt2-bench: {exc}") from None
-    if resolved.device_type == "cpu":
-        memory.configure_malloc(opts.malloc)
     return resolved
+
+
+# Fixtures that make an item one of the suite's benchmarks.
+BENCHMARK_FIXTURES = {"gpt2_case", "gpt2_dist_case", "gpt2_bench"}
+
+
+def runs_benchmarks(items: list[pytest.Item]) -> bool:
+    return any(BENCHMARK_FIXTURES & set(getattr(i, "fixturenames", ())) for i in items)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What changes the whole process (CPU threads, the host allocator, SIGTERM) only when
+    benchmarks were collected: ``pytest tests`` loads the plugin too, and stays as it was."""
+    if not runs_benchmarks(session.items):
+        return
+    opts = run_options(session.config)
+    bench_settings.set_cpu_threads(opts.threads)
+    if settings(session.config).device_type == "cpu":
+        memory.configure_malloc(opts.malloc)
+    guards.sigterm_as_interrupt()
 
 
 def device(config: pytest.Config) -> str:
@@ -59,8 +78,13 @@ def world_sizes(config: pytest.Config, launch: dist_bench.Launch | None) -> list
     return dist_bench.world_sizes_or_default(run_options(config).world_sizes, launch)
 
 
-def pytest_report_header(config: pytest.Config) -> list[str] | None:
-    if SETTINGS not in config.stash:
+def pytest_report_collectionfinish(
+    config: pytest.Config, items: list[pytest.Item]
+) -> list[str] | None:
+    """The run's configuration, once its process settings are applied (threads, allocator);
+    shown where pytest shows its header (not under -q or --no-header)."""
+    quiet = config.get_verbosity() < 0 or config.getoption("no_header", False)
+    if quiet or SETTINGS not in config.stash or not runs_benchmarks(items):
         return None
     launch = dist_bench.launch_env()
     if launch is None:
