@@ -15,8 +15,11 @@ from typing import Any
 import pytest
 from helpers import result_entry
 
-from gpt2_fixtures.bench import doctor, doctor_checks, doctor_facts, doctor_noise
-from gpt2_fixtures.bench.doctor_checks import CpuFacts, GpuFacts, TorchFacts
+from gpt2_fixtures.bench.doctor import checks as doctor_checks
+from gpt2_fixtures.bench.doctor import cli as doctor
+from gpt2_fixtures.bench.doctor import facts as doctor_facts
+from gpt2_fixtures.bench.doctor import noise as doctor_noise
+from gpt2_fixtures.bench.doctor.checks import CpuFacts, GpuFacts, TorchFacts
 
 ROOT = Path(__file__).resolve().parents[1]
 UUID = "GPU-8d6f0c1e-1111-2222-3333-444455556666"

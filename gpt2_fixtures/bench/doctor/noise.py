@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpt2_fixtures.bench.doctor_checks import FAIL, OK, WARN, Check
+from gpt2_fixtures.bench.doctor.checks import FAIL, OK, WARN, Check
 
 POWER = 0.80
 GRID_BENCHMARKS = 25  # judged benchmarks of the default CPU grid: the gate splits alpha over them
 PROBE_ROUNDS = 8
 PROBE_TIMEOUT_S = 150
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import sysconfig
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from gpt2_fixtures.bench.doctor_checks import CpuFacts, GpuFacts, TorchFacts
+from gpt2_fixtures.bench.doctor.checks import CpuFacts, GpuFacts, TorchFacts
 
 # nvidia-smi --query-gpu fields, in the order they are parsed
 GPU_FIELDS = (
