@@ -256,7 +256,7 @@ def test_generation_and_distillation_benchmarks_write_their_keys(tmp_path):
     assert kd["phase"] == "distill" and (kd["teacher"], kd["student"]) == ("tiny-teacher", "tiny")
     assert (kd["temperature"], kd["alpha"]) == (2.0, 0.5)
     assert 0 < kd["teacher_share"] < 1 and math.isfinite(kd["kd_loss"])
-    # one latency per timed round, in stats.data's order (contract 4)
+    # one latency per timed round, in stats.data's order (docs/phases.md, "Generation")
     assert len(gen["ttft_round_ms"]) == len(gen["tpot_round_ms"]) == 2
     assert gen["loss"] is None
     undocumented = (gen.keys() | kd.keys()) - documented_keys()

@@ -40,7 +40,8 @@ def test_round_metrics_from_per_round_times():
         hooks.teardown()
     times = [0.5, 0.25, 1.0]
     m = measure.round_metrics(times, samples=4, tokens=4 * 128, hooks=hooks)
-    # Throughput from the median round (0.5 s), as every table of medians shows it (contract 6);
+    # Throughput from the median round (0.5 s), as every table of medians shows it
+    # (docs/measuring.md, "Throughput");
     # the mean of the per-round rates keeps its own name, the std stays the rates' std.
     assert m["samples_per_s"] == pytest.approx(4 / 0.5)
     assert m["samples_per_s_mean"] == pytest.approx((8 + 16 + 4) / 3)

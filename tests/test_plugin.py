@@ -46,7 +46,7 @@ def test_json_has_every_key_for_both_phases(bench_dir):
         assert len(info["control_round_s"]) == 3
         assert info["control_kind"] == f"twin-{info['phase']}"
         median = bench["stats"]["median"]
-        # Throughput is consistent with the timed rounds: batch / median round (contract 6).
+        # Throughput from the timed rounds: batch / median round (docs/measuring.md, "Throughput").
         expected = info["batch_size"] / median
         assert info["samples_per_s"] == pytest.approx(expected)
         assert info["tokens_per_s"] == pytest.approx(expected * info["seq_len"])
@@ -219,7 +219,7 @@ def test_conflicting_round_options_are_refused_in_one_line(pytester):
         parse(pytester, "--benchmark-warmup-iterations=-1")
 
 
-# -- what the result file says ran (issue 17: options, params; contract 15) --------------------
+# -- what the result file says ran: options, params, rounds (README, "What each case records") --
 
 SUMMARY_PROBE = """
 import gpt2_fixtures.results.report_tables
@@ -260,7 +260,7 @@ def test_json_says_the_rounds_that_ran_and_the_case_in_plain_fields(bench_dir):
     assert (bench_dir.path / "summary_probe.txt").read_text() == "True"
 
 
-# -- failed and deselected cases in the results (issue 16, contract 1 and 3) -------------------
+# -- failed and deselected cases in the results (README, "What each case records"; docs/gate.md) -
 
 RECORDED = """
 import math
@@ -326,7 +326,9 @@ def test_failed_and_deselected_cases_are_recorded_and_the_gate_sets_the_exit_sta
 
     pytester.makeconftest(GATE_PROBE)
     second = run(pytester, "-k", "ok", "--benchmark-compare", "--gpt2-baseline=base.json")
-    assert second.ret == 3, second.stdout.str()[-2000:]  # the gate's exit code, contract 3
+    assert second.ret == 3, second.stdout.str()[
+        -2000:
+    ]  # the gate's exit code (docs/gate.md, "Output")
     # pytest-benchmark's compare table sorts its rows by time, so the two rows come in either order
     second.stdout.fnmatch_lines(["*test_ok (0001_*"])
     second.stdout.fnmatch_lines(["*test_ok (NOW)*", "*probe*"])

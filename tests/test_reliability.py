@@ -49,7 +49,9 @@ steps.train_step = _nan_train_step
     doc = json.loads((bench_dir.path / "out.json").read_text())
     names = [b["name"] for b in doc["benchmarks"]]
     assert names == ["test_infer[sdpa-fp32-b1-s16]"]  # the failed case left no time behind
-    (failed,) = doc["gpt2_bench"]["failed"]  # ... and is listed with its reason (issue 16)
+    (failed,) = doc["gpt2_bench"][
+        "failed"
+    ]  # ... and is listed with its reason (README, "When something goes wrong")
     assert failed["name"] == "test_train[sdpa-fp32-b1-s16]" and failed["kind"] == "error"
     assert failed["reason"].startswith("AssertionError: loss is nan")
 

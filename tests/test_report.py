@@ -305,7 +305,7 @@ def test_not_a_results_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 
 # --------------------------------------------------------------------------------------------
-# Issue 17 (6): noise shown where a number is shown
+# Noise shown where a number is shown (docs/report.md, "Noise: intervals, `n.s.` and the CV ...")
 
 
 def noisy(opt: str, median: float, spread: float, **kw: Any) -> dict[str, Any]:
@@ -421,7 +421,7 @@ def matplotlib_rgba(colour: str) -> tuple[float, ...]:
 
 
 # --------------------------------------------------------------------------------------------
-# Issue 17 (7): plots a reviewer can read
+# Plots a reviewer can read (docs/report.md, "The plots")
 
 
 def _title_fits(fig: Any) -> bool:
@@ -571,7 +571,7 @@ def _write_json(path: Path, doc: Any) -> Path:
 
 
 # --------------------------------------------------------------------------------------------
-# Issue 17 (11-13): bad input, no torch, repository hygiene
+# Bad input, no torch, repository hygiene (docs/report.md, "`gpt2-bench report`")
 
 
 def test_truncated_file_is_one_line_and_exit_2(
@@ -623,7 +623,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_without_rounds_the_interval_comes_from_mean_std_and_rounds() -> None:
-    """The plugin's summary before contract 15 passed no stats.data: still an interval."""
+    """A summary without stats.data (written before 0.3.0): still an interval."""
     entries = [result_entry("eager-fp32", 1, 64, 1.0), result_entry("sdpa-fp32", 1, 64, 0.5)]
     for entry in entries:
         del entry["stats"]["data"]

@@ -1,4 +1,4 @@
-"""Measure the regression gate itself, with the protocol of issue 16.
+"""Measure the regression gate itself, with the protocol of docs/gate.md, "How good is it?".
 
 Separate pytest processes of one grid (default: the whole default CPU grid, one torch thread):
 

@@ -140,7 +140,8 @@ def distill_flops(
 
 
 def achieved_tflops(step_flops: float, times_s: Sequence[float]) -> float:
-    """``FLOPs / median round time``, in TFLOP/s: the basis of ``tokens_per_s`` (contract 6)."""
+    """``FLOPs / median round time``, in TFLOP/s: the basis of ``tokens_per_s``
+    (docs/measuring.md, "Throughput")."""
     return step_flops / statistics.median(times_s) / 1e12
 
 

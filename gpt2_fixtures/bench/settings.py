@@ -36,8 +36,8 @@ DEFAULTS = {
         "model": "gpt2",
         "batch_sizes": (1, 8, 32),
         "seq_lens": (128, 512, 1024),
-        # Issue 3's grid: attention x precision, FlashAttention-2, int8, torch.compile
-        # (docs/optimizations.md). padvocab and fusedadam are opt-in: name them.
+        # attention x precision, FlashAttention-2, int8, torch.compile (docs/optimizations.md,
+        # "Default grids"). padvocab and fusedadam are opt-in: name them.
         "optimizations": (
             "eager-fp32,sdpa-fp32,eager-bf16,sdpa-bf16,flash2-bf16,sdpa-fp16,int8,sdpa-bf16-compile"
         ),

@@ -192,7 +192,7 @@ class RunOptions:
         "scaling efficiency.",
         type=cfg.parse_positive_ints, unset="the job's own size",
     )  # fmt: skip
-    # -- reports (logic in results/report.py and results/tracking.py) -------------------------
+    # -- reports (logic in results/report/ and results/tracking.py) --------------------------
     wandb: bool = option(
         False,
         "Log the session to Weights & Biases as one run (needs the wandb extra). WANDB_* "
@@ -208,7 +208,7 @@ class RunOptions:
     wandb_run_name: str | None = option(
         None, "W&B run name.", unset="$WANDB_NAME or a generated name"
     )
-    # -- the gate (logic in results/gate.py; its thresholds follow from gate.gate_options) ----
+    # -- the gate (logic in results/gate/; its thresholds follow from gate.gate_options) -----
     baseline: str | None = option(
         None,
         "Gate this run against a baseline result JSON at the end of the session; a regression "

@@ -21,7 +21,7 @@ from gpt2_fixtures.plugin import benchmark_session
 from gpt2_fixtures.plugin.fixtures import BENCH, SETTINGS, USER_ERRORS, device
 
 SECTION = "gpt2_bench"
-SECTION_VERSION = "0.3.0"  # the layout of the section (COMMON contract 1)
+SECTION_VERSION = "0.3.0"  # the layout of the section (README, "What each case records")
 OOM, ERROR = "oom", "error"
 _REASON_CHARS = 300
 

@@ -39,7 +39,7 @@ class ReportHooks:
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        # With per-round data (contract 15), so the summary can show the rounds' spread.
+        # With per-round data (docs/measuring.md, "The sequence"): the summary shows the spread.
         text = report_tables.console_summary(benchmark_session.benchmark_dicts(self.config))
         if text:
             terminalreporter.section("gpt2-bench summary")

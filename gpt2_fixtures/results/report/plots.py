@@ -357,7 +357,8 @@ def plot_throughput(phase: str, cases: Sequence[CaseResult], path: Path) -> Path
     fig = _line_panels(cases, "batch_size", "seq_len", "tokens_per_s", labels, "batch size")
     if fig is None:
         return None
-    # 0.3.0 results keep the old mean of per-round rates as tokens_per_s_mean (contract 6).
+    # 0.3.0 results keep the old mean of per-round rates as tokens_per_s_mean
+    # (docs/measuring.md, "Throughput").
     basis = "the median round time" if _has(cases, "tokens_per_s_mean") else "per-round rates"
     title = f"{phase}: throughput from {basis} (error bars: std over rounds)"
     return _save(fig, path, title, cases)
