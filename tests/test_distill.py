@@ -197,8 +197,8 @@ def test_padding_changes_nothing(pair):
     assert pad.lm.item() == pytest.approx(plain.lm.item(), rel=1e-4)
 
 
-# -- the session's teacher slot ----------------------------------------------------------------
-def test_session_holds_the_teacher_beside_the_student_and_frees_both():
+# -- the workbench's teacher slot --------------------------------------------------------------
+def test_workbench_holds_the_teacher_beside_the_student_and_frees_both():
     s = settings.resolve(device="cpu", teacher="tiny", student="tiny", seq_lens=(16,))
     bench = Workbench(s)
     case = Case("distill", SDPA, 1, 16)

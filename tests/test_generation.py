@@ -131,7 +131,7 @@ def test_grid_ids_and_new_tokens():
         generation.new_tokens_of(Case("generate", SDPA, 1, 32))
 
 
-def test_session_resolve_takes_the_generation_options():
+def test_settings_resolve_takes_the_generation_options():
     s = settings.resolve(device="cpu", prompt_lens=(8,), new_tokens=(4, 6), batch_sizes=(2,))
     # the CPU default grid (int8 runs in the inference and generation phases)
     assert [r.id for r in s.recipes] == ["eager-fp32", "sdpa-fp32", "sdpa-int8"]

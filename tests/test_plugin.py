@@ -222,7 +222,6 @@ def test_conflicting_round_options_are_refused_in_one_line(pytester):
 # -- what the result file says ran: options, params, rounds (README, "What each case records") --
 
 SUMMARY_PROBE = """
-import gpt2_fixtures.results.report_tables
 from gpt2_fixtures.results.report import tables as report_tables
 
 _real = report_tables.console_summary

@@ -105,7 +105,7 @@ def resolve_options(
     grid: tuple[tuple[int, ...], tuple[int, ...]],
 ) -> DistillOptions:
     """``batch_sizes``/``seq_lens`` are the user's values (None when not given); ``grid`` is the
-    session's resolved (batch sizes, lengths), used on CUDA when the user gave none.
+    run's resolved (batch sizes, lengths), used on CUDA when the user gave none.
 
     Presets are checked here (vocabulary, positions); a hub id or directory at build time.
     """

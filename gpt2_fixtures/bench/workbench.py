@@ -55,7 +55,7 @@ class Workbench:
 
     def blocks(self, seq_len: int) -> torch.Tensor:
         """Packed blocks of ``seq_len`` tokens, made once; what making them holds belongs to the
-        session, so it is added to the footprint's base when a model is already built."""
+        workbench, so it is added to the footprint's base when a model is already built."""
         if seq_len not in self._blocks:
             dev = self.settings.device
             before = resident_mb(dev) if self._base_mb is not None else None

@@ -56,17 +56,27 @@ def runs_benchmarks(items: list[pytest.Item]) -> bool:
     return any(BENCHMARK_FIXTURES & set(getattr(i, "fixturenames", ())) for i in items)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """What changes the whole process (CPU threads, the host allocator, SIGTERM) only when
-    benchmarks were collected: ``pytest tests`` loads the plugin too, and stays as it was."""
-    if not runs_benchmarks(session.items):
+PROCESS_SET = pytest.StashKey[bool]()
+
+
+def apply_process_settings(config: pytest.Config) -> None:
+    """CPU threads, the host allocator and the SIGTERM handler, once per run."""
+    if config.stash.get(PROCESS_SET, False):
         return
-    opts = run_options(session.config)
+    config.stash[PROCESS_SET] = True
+    opts = run_options(config)
     bench_settings.set_cpu_threads(opts.threads)
-    if settings(session.config).device_type == "cpu":
+    if settings(config).device_type == "cpu":
         memory.configure_malloc(opts.malloc)
     guards.sigterm_as_interrupt()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What changes the whole process only when benchmarks were collected: ``pytest tests``
+    loads the plugin too, and stays as it was."""
+    if runs_benchmarks(session.items):
+        apply_process_settings(session.config)
 
 
 def device(config: pytest.Config) -> str:
@@ -97,7 +107,12 @@ def pytest_report_collectionfinish(
 def pytest_benchmark_update_machine_info(
     config: pytest.Config, machine_info: dict[str, Any]
 ) -> None:
-    """GPU, library versions and numerics settings: what a baseline must match to be comparable."""
+    """GPU, library versions and numerics settings: what a baseline must match to be comparable.
+
+    Asked for at configure time by ``--benchmark-compare`` (before collection), and at the end
+    for the saved file (benchmarks ran): both must describe the process the run measures with."""
+    if SETTINGS in config.stash:
+        apply_process_settings(config)
     dev = device(config)
     machine_info["gpt2"] = environment.environment(dev)
     machine_info["gpt2"].update(dist_bench.launch_info(dist_bench.launch_env(), dev))
