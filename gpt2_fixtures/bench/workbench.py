@@ -132,11 +132,6 @@ class Workbench:
         self._base_mb = None
         models.release()
 
-    @property
-    def memory_base_mb(self) -> float | None:
-        """The base of the current model's cases' ``footprint_memory_mb`` (None: no model)."""
-        return self._base_mb
-
     # -- measuring -----------------------------------------------------------------------------
     def n_params(self, model: torch.nn.Module) -> int:
         return self._model_n_params if model is self._model else models.n_params(model)
