@@ -13,11 +13,11 @@ from gpt2_fixtures.bench import distributed
 
 @pytest.mark.distributed
 @pytest.mark.train
-def test_train_distributed(benchmark, gpt2_dist_case, gpt2_session, gpt2_world):
+def test_train_distributed(benchmark, gpt2_dist_case, gpt2_bench, gpt2_world):
     with gpt2_world.case(gpt2_dist_case) as group:
         if group is None:
             pytest.skip(f"rank {gpt2_world.rank} sits out world size {gpt2_dist_case.world_size}")
-        info = distributed.train(benchmark, gpt2_session, gpt2_world, gpt2_dist_case, group)
+        info = distributed.train(benchmark, gpt2_bench, gpt2_world, gpt2_dist_case, group)
     benchmark.extra_info.update(info)
     # A step that did not train (NaN/inf loss) must fail, not report a time.
     assert info["loss"] is not None and math.isfinite(info["loss"]), f"loss is {info['loss']}"

@@ -4,15 +4,16 @@ import math
 
 import pytest
 
-from gpt2_fixtures.bench import steps
+from gpt2_fixtures.bench.phases import INFER
 
 
 @pytest.mark.inference
-def test_infer(benchmark, gpt2_case, gpt2_session):
-    model = gpt2_session.model(gpt2_case)
-    batch = gpt2_session.batch(gpt2_case)
-    step, _ = steps.infer_step(model, batch, gpt2_case.recipe, gpt2_session.settings.device)
-    info = gpt2_session.measure(benchmark, gpt2_case, step, model).info
+def test_infer(benchmark, gpt2_case, gpt2_bench):
+    model = gpt2_bench.model(gpt2_case)
+    batch = gpt2_bench.batch(gpt2_case)
+    step, state = INFER.step(gpt2_bench, gpt2_case, model, batch)
+    measured = gpt2_bench.measure(benchmark, gpt2_case, step, model)
+    info = measured.info | INFER.record(gpt2_bench, gpt2_case, measured, state)
     benchmark.extra_info.update(info)
     # Reduced precision that broke the model (NaN/inf logits) must fail, not report a speed-up.
     diff = info["max_logit_diff"]

@@ -45,13 +45,13 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
     ),
     "report": (
         "write report.md with tables and PNG plots from result files",
-        "gpt2_fixtures.results.report",
+        "gpt2_fixtures.results.report.document",
         "add_arguments",
         "run",
     ),
     "doctor": (
         "check whether this machine is fit to benchmark on: one table of ok/warn/fail checks",
-        "gpt2_fixtures.bench.doctor",
+        "gpt2_fixtures.bench.doctor.cli",
         "add_doctor_arguments",
         "run_doctor",
     ),
@@ -64,7 +64,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
     "history": (
         "change points over a series of result files, confirmed by the gate (exit 1: a "
         "regression still in place)",
-        "gpt2_fixtures.results.history",
+        "gpt2_fixtures.results.history.cli",
         "add_history_arguments",
         "run_history",
     ),

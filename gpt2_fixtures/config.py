@@ -12,7 +12,40 @@ import math
 import re
 from dataclasses import dataclass, field
 
-PHASES = ("train", "infer", "generate", "distill")
+
+@dataclass(frozen=True)
+class Phase:
+    """What a phase is, declared once (docs/architecture.md, "Adding a phase"); how it runs is
+    its adapter in ``bench/phases.py``."""
+
+    name: str  # in case ids' params and extra_info["phase"]
+    marker: str  # `pytest benchmarks -m <marker>`
+    benchmark: str  # the benchmark function, in benchmarks/<file>
+    file: str
+    trains: bool  # an optimizer step: fp32 master weights, autocast, backward FLOPs
+    length: str  # what a case's seq_len is
+    axis: str = "sequence length (tokens)"  # the report's axis for seq_len
+    rate: str = "throughput (tokens/s)"  # the report's axis for tokens_per_s
+    per_token_latency: bool = False  # records TTFT/TPOT, drawn as a latency plot
+
+    @classmethod
+    def of(cls, name: str) -> Phase:
+        """The row of ``name``; a phase this version does not know (an older or newer result
+        file) gets the defaults, so a report still draws it."""
+        return PHASE.get(name) or cls(name, name, f"test_{name}", "", False, "tokens per sequence")
+
+
+PHASE_TABLE = (
+    Phase("train", "train", "test_train", "test_training.py", True, "tokens per sequence"),
+    Phase("infer", "inference", "test_infer", "test_inference.py", False, "tokens per sequence"),
+    Phase("generate", "generation", "test_generate", "test_generation.py", False,
+          "prompt tokens (new tokens are the id's n)", "prompt length (tokens)",
+          rate="throughput (generated tokens/s)", per_token_latency=True),
+    Phase("distill", "distillation", "test_distill", "test_distillation.py", True,
+          "tokens per sequence"),
+)  # fmt: skip
+PHASE = {p.name: p for p in PHASE_TABLE}
+PHASES = tuple(PHASE)
 
 # Real GPT-2 shapes (Radford et al. 2019, table 2; the Hugging Face configs of the same ids).
 # All share the 50,257-token byte-level BPE vocabulary and 1,024 positions.

@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from fake_benchmark import documented_keys
+from helpers import documented_keys
 
 ROOT = Path(__file__).resolve().parents[1]
-pytest_plugins = ["pytester"]
 TINY = [
     "--gpt2-model",
     "tiny",
@@ -41,7 +40,6 @@ def pytest_run(*args, cwd=ROOT):
     )
 
 
-@pytest.mark.slow
 def test_train_and_inference_write_results(tmp_path):
     out = tmp_path / "out.json"
     proc = pytest_run(*TINY, "-m", "train or inference", f"--benchmark-json={out}")
@@ -67,7 +65,6 @@ def test_train_and_inference_write_results(tmp_path):
         assert not undocumented, f"keys missing from the README: {sorted(undocumented)}"
 
 
-@pytest.mark.slow
 def test_autosave_then_compare_fail(tmp_path):
     storage = f"file://{tmp_path / 'storage'}"
     args = [
@@ -108,22 +105,21 @@ HELD = []
 
 
 @pytest.mark.inference
-def test_infer(benchmark, gpt2_case, gpt2_session):
-    model = gpt2_session.model(gpt2_case)
-    batch = gpt2_session.batch(gpt2_case)
+def test_infer(benchmark, gpt2_case, gpt2_bench):
+    model = gpt2_bench.model(gpt2_case)
+    batch = gpt2_bench.batch(gpt2_case)
     step, _ = steps.infer_step(model, batch, gpt2_case.recipe, "cpu")
-    benchmark.extra_info.update(gpt2_session.measure(benchmark, gpt2_case, step, model).info)
+    benchmark.extra_info.update(gpt2_bench.measure(benchmark, gpt2_case, step, model).info)
     # What a case can leave in the process, as glibc keeps pages of a freed model: resident.
     HELD.append(torch.ones({HELD_MB} * 1024 * 1024 // 4))
 """
 
 
-@pytest.mark.slow
 def test_footprint_does_not_depend_on_the_cases_before(pytester):
     """One grid in two orders, in two processes: each case after the first finds HELD_MB more
     in the process. Its peak then moves by that much; its footprint (peak above what the
     process held before its model was built) moves only by what a first case pays once."""
-    from pytester_bench import run
+    from helpers import run
 
     pytester.makeini("[pytest]\nmarkers =\n    inference: i\n")
     pytester.makepyfile(test_held=HOLDS_MEMORY_AFTER_EACH_CASE)
@@ -147,7 +143,6 @@ def test_footprint_does_not_depend_on_the_cases_before(pytester):
         assert footprints < HELD_MB / 4, (recipe, footprints, peaks)  # not in the footprint
 
 
-@pytest.mark.slow
 def test_a_checkpoint_saved_without_its_tokenizer_runs(tmp_path):
     """save_pretrained of the tiny preset alone (no tokenizer files): the embedded GPT-2 BPE."""
     from gpt2_fixtures.bench import models
@@ -167,3 +162,15 @@ def test_a_checkpoint_saved_without_its_tokenizer_runs(tmp_path):
     (bench,) = json.loads(out.read_text())["benchmarks"]
     assert bench["extra_info"]["tokenizer"] == "embedded"
     assert bench["extra_info"]["weights"] == "pretrained" and bench["extra_info"]["loss"] is None
+
+
+def test_distillation_runs_with_a_local_pretrained_checkpoint(tiny_checkpoint, tmp_path):
+    """The README's `--gpt2-model ./my-gpt2 --gpt2-weights pretrained`, with a directory written
+    by save_pretrained: the distillation cases run (their preset pair needs no hub)."""
+    out = tmp_path / "kd.json"
+    local = ["--gpt2-model", str(tiny_checkpoint), "--gpt2-weights", "pretrained"]
+    small = [*TINY[2:], "--gpt2-batch-sizes", "1", "--gpt2-seq-lens", "16"]
+    proc = pytest_run(*small, *local, "-m", "distillation", f"--benchmark-json={out}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    entries = json.loads(out.read_text())["benchmarks"]
+    assert entries and {e["extra_info"]["student"] for e in entries} == {"tiny"}

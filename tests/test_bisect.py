@@ -92,7 +92,6 @@ def make_repo(tmp_path: Path) -> tuple[Path, list[str]]:
     return repo, shas
 
 
-@pytest.mark.slow
 def test_bisect_finds_the_slowed_commit(tmp_path, capsys):
     repo, shas = make_repo(tmp_path)
     out = tmp_path / "out"
@@ -142,7 +141,6 @@ def test_bisect_finds_the_slowed_commit(tmp_path, capsys):
     assert not (repo / ".git" / "BISECT_LOG").exists()
 
 
-@pytest.mark.slow
 def test_bisect_rejects_unusable_input(tmp_path, capsys):
     repo = tmp_path / "r"
     repo.mkdir()

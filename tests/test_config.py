@@ -78,13 +78,13 @@ def test_devices_rejected(text):
 
 
 def test_case_ids_and_grid_order():
-    from gpt2_fixtures.bench import session  # the one grid function (config.build_grid is gone)
+    from gpt2_fixtures.bench import phases, settings  # the one grid: phases.grid
 
-    s = session.resolve(
+    s = settings.resolve(
         device="cpu", recipes=config.parse_recipes("eager,sdpa"), batch_sizes=(1, 8),
         seq_lens=(128, 512),
     )  # fmt: skip
-    grid = session.grid("train", s)
+    grid = phases.grid("train", s)
     assert not hasattr(config, "build_grid")
     assert [c.id for c in grid][:3] == [
         "eager-fp32-b1-s128",

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from gpt2_fixtures.bench import controls
+from gpt2_fixtures.bench import controls, phases
 from gpt2_fixtures.config import Case, parse_recipes
 
 SMALL = GPT2Config(vocab_size=64, n_positions=32, n_embd=16, n_layer=1, n_head=2)
@@ -20,11 +20,11 @@ def test_twin_shape_follows_the_config_and_the_phase():
     shape = controls.twin_shape(SMALL, "train", 2, 8, 16)
     assert shape == controls.TwinShape(64, 16, 2, 1, 32, 2, 8, "train", 0)
     assert shape.kind == "twin-train"
-    assert controls.twin_shape(SMALL, "distill", 2, 8, 16).phase == "train"
+    assert phases.DISTILL.twin == "train"  # the student's training step
     assert controls.twin_shape(SMALL, "infer", 2, 8, 16).kind == "twin-infer"
     # generation: tokens = batch x new tokens; the prefill makes the first one
     gen = controls.twin_shape(SMALL, "generate", 2, 8, 2 * 5)
-    assert (gen.phase, gen.decode_steps) == ("generate", 4)
+    assert (gen.twin, gen.decode_steps) == ("generate", 4)
 
 
 def test_twin_shape_refuses_what_is_not_gpt2_shaped():
@@ -83,13 +83,16 @@ def test_control_for_picks_the_twin_of_the_model():
     model = GPT2LMHeadModel(
         GPT2Config(vocab_size=64, n_positions=32, n_embd=16, n_layer=3, n_head=2)
     )
-    control = controls.control_for(model, "cpu", case("train"), 16, 1000)
+    control = controls.control_for(model, "cpu", case("train"), 16, 1000, twin="train")
     assert isinstance(control, controls.TwinControl) and control.kind == "twin-train"
     assert control.shape.layers == 3
     assert control.net.wte.dtype == torch.float32
     # the recipe's compute dtype, whatever the weights are kept in (autocast keeps them fp32)
     bf16 = Case("train", parse_recipes("sdpa-bf16")[0], 2, 8)
-    assert controls.control_for(model, "cpu", bf16, 16, 1000).net.wte.dtype == torch.bfloat16
+    assert (
+        controls.control_for(model, "cpu", bf16, 16, 1000, twin="train").net.wte.dtype
+        == torch.bfloat16
+    )
 
 
 def test_int8_twin_runs_torch_dynamic_int8_linears():
@@ -124,5 +127,5 @@ def test_matmul_control_size_depends_only_on_the_case():
 
 
 def test_approx_step_flops():
-    assert controls.approx_step_flops(100, 10, "infer") == 2000
-    assert controls.approx_step_flops(100, 10, "train") == 6000
+    assert controls.approx_step_flops(100, 10, trains=False) == 2000
+    assert controls.approx_step_flops(100, 10, trains=True) == 6000

@@ -1,6 +1,7 @@
 """The data path: tokenizer, embedded corpus, local text, packing into exact blocks."""
 
 import pytest
+from helpers import save_checkpoint
 
 from gpt2_fixtures.bench import data
 
@@ -98,35 +99,21 @@ def test_embedded_corpus_is_written_by_the_one_atomic_writer(tmp_path, monkeypat
 
 
 # -- which tokenizer -------------------------------------------------------------------------
-def _checkpoint(tmp_path, vocab_size=None):
-    """What most training scripts leave: save_pretrained of the model alone, no tokenizer; the
-    tiny preset, or a micro model of another vocabulary."""
-    from transformers import AutoModelForCausalLM, GPT2Config
+def test_checkpoint_without_tokenizer_files_gets_the_embedded_bpe(tiny_checkpoint):
+    from gpt2_fixtures.bench import settings
+    from gpt2_fixtures.bench.workbench import Workbench
 
-    from gpt2_fixtures.bench import models
-
-    if vocab_size is None:
-        config = models.model_config(models.resolve_model("tiny"))
-    else:
-        config = GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=64, vocab_size=vocab_size)
-    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
-    assert not data.has_tokenizer_files(tmp_path)
-    return tmp_path
-
-
-def test_checkpoint_without_tokenizer_files_gets_the_embedded_bpe(tmp_path):
-    from gpt2_fixtures.bench import session
-
-    s = session.resolve(device="cpu", model=str(_checkpoint(tmp_path)), seq_lens=(16,))
+    assert not data.has_tokenizer_files(tiny_checkpoint)
+    s = settings.resolve(device="cpu", model=str(tiny_checkpoint), seq_lens=(16,))
     assert s.tokenizer.source == "embedded"
     assert "has no tokenizer files" in s.tokenizer.why and "50257" in s.tokenizer.why
     assert "tokenizer=embedded (GPT-2's BPE" in s.header()
-    bench = session.BenchSession(s)
+    bench = Workbench(s)
     assert bench.blocks(16).shape[1] == 16  # no "encodes 'Hello world' to no tokens"
 
 
 def test_checkpoint_with_another_vocabulary_names_the_option(tmp_path):
-    spec_dir = _checkpoint(tmp_path, vocab_size=1000)
+    spec_dir = save_checkpoint(tmp_path, vocab_size=1000)
     from gpt2_fixtures.bench import models
 
     spec = models.resolve_model(str(spec_dir))
@@ -135,10 +122,10 @@ def test_checkpoint_with_another_vocabulary_names_the_option(tmp_path):
     assert "\n" not in str(err.value)
 
 
-def test_the_models_own_tokenizer_wins_and_the_option_overrides_it(tmp_path, tokenizer):
+def test_the_models_own_tokenizer_wins_and_the_option_overrides_it(tiny_checkpoint, tokenizer):
     from gpt2_fixtures.bench import models
 
-    directory = _checkpoint(tmp_path / "model")
+    directory = tiny_checkpoint
     tokenizer.save_pretrained(directory)
     spec = models.resolve_model(str(directory))
     own = data.choose_tokenizer(None, spec, 50257)
@@ -163,14 +150,14 @@ def test_a_tokenizer_path_that_is_not_one_is_one_line(tmp_path):
 
 
 def test_resolve_takes_the_tokenizer_option(tmp_path):
-    from gpt2_fixtures.bench import session
+    from gpt2_fixtures.bench import settings
 
-    s = session.resolve(device="cpu", tokenizer="embedded")
+    s = settings.resolve(device="cpu", tokenizer="embedded")
     assert s.tokenizer.source == "embedded" and "--gpt2-tokenizer" in s.tokenizer.why
 
 
 def test_machine_info_records_the_tokenizer_when_told():
-    from gpt2_fixtures.bench import session
+    from gpt2_fixtures.bench.environment import environment
 
-    assert "tokenizer" not in session.environment("cpu")
-    assert session.environment("cpu", tokenizer="embedded")["tokenizer"] == "embedded"
+    assert "tokenizer" not in environment("cpu")
+    assert environment("cpu", tokenizer="embedded")["tokenizer"] == "embedded"

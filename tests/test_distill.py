@@ -6,12 +6,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from pytester_bench import make_bench_dir, run
+from helpers import run
 
-from gpt2_fixtures.bench import distill, models, session
+from gpt2_fixtures.bench import distill, models, phases, settings
+from gpt2_fixtures.bench.workbench import Workbench
 from gpt2_fixtures.config import Case, parse_recipe
 
-pytest_plugins = ["pytester"]
 SDPA = parse_recipe("sdpa")
 
 
@@ -197,10 +197,10 @@ def test_padding_changes_nothing(pair):
     assert pad.lm.item() == pytest.approx(plain.lm.item(), rel=1e-4)
 
 
-# -- the session's teacher slot ----------------------------------------------------------------
-def test_session_holds_the_teacher_beside_the_student_and_frees_both():
-    s = session.resolve(device="cpu", teacher="tiny", student="tiny", seq_lens=(16,))
-    bench = session.BenchSession(s)
+# -- the workbench's teacher slot --------------------------------------------------------------
+def test_workbench_holds_the_teacher_beside_the_student_and_frees_both():
+    s = settings.resolve(device="cpu", teacher="tiny", student="tiny", seq_lens=(16,))
+    bench = Workbench(s)
     case = Case("distill", SDPA, 1, 16)
     student, teacher = bench.model(case), bench.teacher(case)
     assert student is not teacher and bench.teacher(case) is teacher
@@ -217,22 +217,18 @@ def test_session_holds_the_teacher_beside_the_student_and_frees_both():
 def test_distill_recipes_follow_the_training_rules():
     # The teacher runs the same attention/precision/compile, so the distill phase's own checks
     # cover it; int8 has no optimizer step and fusedadam only touches the student's.
-    s = session.resolve(device="cpu", teacher="tiny", student="tiny")
+    s = settings.resolve(device="cpu", teacher="tiny", student="tiny")
 
     def reason(recipe):
-        return session.skip_reason(Case("distill", parse_recipe(recipe), 1, 16), s)
+        return phases.skip_reason(Case("distill", parse_recipe(recipe), 1, 16), s)
 
     assert "fp16" in reason("sdpa-fp16") and "int8" in reason("int8")
     assert reason("sdpa-fusedadam") is None
 
 
 # -- the options through the plugin ------------------------------------------------------------
-@pytest.fixture
-def bench_dir(pytester):
-    return make_bench_dir(pytester)
 
 
-@pytest.mark.slow
 def test_options_reach_the_header(bench_dir):
     result = run(
         bench_dir,
@@ -248,8 +244,27 @@ def test_options_reach_the_header(bench_dir):
     )
 
 
-@pytest.mark.slow
 def test_bad_alpha_is_a_usage_error(bench_dir):
     result = run(bench_dir, "--collect-only", "--gpt2-kd-alpha", "1.5")
     assert result.ret == 4  # pytest's usage error
     result.stderr.fnmatch_lines(["*--gpt2-kd-alpha*must be in [[]0, 1]*"])
+
+
+# -- a local pretrained checkpoint under test --------------------------------------------------
+def test_preset_pair_is_built_from_configs_beside_a_local_pretrained_model(tiny_checkpoint):
+    """`--gpt2-model ./my-gpt2 --gpt2-weights pretrained` is about the model under test: the
+    preset teacher and student are still built offline (the hub has no `tiny`)."""
+    s = settings.resolve(
+        device="cpu", model=str(tiny_checkpoint), weights="pretrained", batch_sizes=(1,),
+        seq_lens=(16,),
+    )  # fmt: skip
+    assert s.weights == "pretrained" and s.distill is not None
+    pair = (s.distill.teacher, s.distill.student)
+    assert [(m.source, m.pretrained) for m in pair] == [("preset", False)] * 2
+    bench = Workbench(s)
+    case = phases.DISTILL.grid(s)[0]
+    try:
+        student, teacher = bench.model(case), bench.teacher(case)
+        assert models.n_params(teacher) > models.n_params(student)
+    finally:
+        bench.free_model()

@@ -19,12 +19,11 @@ from typing import Any
 import datasets  # noqa: F401
 import pytest
 import torch
+from helpers import result_entry
 
 from gpt2_fixtures.bench import distributed as d
 from gpt2_fixtures.config import Case, Recipe
 from gpt2_fixtures.results import scaling
-
-pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -155,18 +154,9 @@ def test_world_sizes_and_skips() -> None:
 
 
 def _bench(strategy: str, world_size: int, tokens_per_s: float, **extra: Any) -> dict[str, Any]:
-    info = {
-        "model": "tiny",
-        "device_name": "cpu0",
-        "optimization": "sdpa-fp32",
-        "strategy": strategy,
-        "world_size": world_size,
-        "batch_size": 1,
-        "seq_len": 64,
-        "tokens_per_s": tokens_per_s,
-        "scaling_efficiency": None,
-    }
-    return {"extra_info": info | extra}
+    info = {"device_name": "cpu0", "strategy": strategy, "world_size": world_size}
+    info |= {"tokens_per_s": tokens_per_s, "scaling_efficiency": None}
+    return result_entry(tail=f"-w{world_size}", **(info | extra))
 
 
 def test_scaling_efficiency_arithmetic() -> None:
@@ -260,7 +250,6 @@ TINY = [
 ]  # fmt: skip
 
 
-@pytest.mark.slow
 def test_plain_pytest_skips_with_the_command_to_run() -> None:
     cmd = [sys.executable, "-m", "pytest", "benchmarks/test_distributed.py", *TINY, "-rs"]
     proc = _run(cmd, timeout=300)
@@ -288,7 +277,6 @@ def two_rank_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, An
     return json.loads(out.read_text()), storage
 
 
-@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_gloo_ranks_write_one_result_file(two_rank_job: tuple[dict[str, Any], Path]) -> None:
     doc, storage = two_rank_job
@@ -304,7 +292,6 @@ def test_two_gloo_ranks_write_one_result_file(two_rank_job: tuple[dict[str, Any]
     }
 
 
-@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_gloo_ranks_throughput_and_scaling(two_rank_job: tuple[dict[str, Any], Path]) -> None:
     doc, _ = two_rank_job
@@ -326,7 +313,6 @@ def test_two_gloo_ranks_throughput_and_scaling(two_rank_job: tuple[dict[str, Any
         assert info["scaling_efficiency"] == pytest.approx(expected)
 
 
-@pytest.mark.slow
 @pytest.mark.distributed
 def test_ddp_replicas_stay_identical(two_rank_job: tuple[dict[str, Any], Path]) -> None:
     doc, _ = two_rank_job

@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import result_entry
 
-from gpt2_fixtures.bench import doctor, doctor_checks, doctor_facts, doctor_noise
-from gpt2_fixtures.bench.doctor_checks import CpuFacts, GpuFacts, TorchFacts
+from gpt2_fixtures.bench.doctor import checks as doctor_checks
+from gpt2_fixtures.bench.doctor import cli as doctor
+from gpt2_fixtures.bench.doctor import facts as doctor_facts
+from gpt2_fixtures.bench.doctor import noise as doctor_noise
+from gpt2_fixtures.bench.doctor.checks import CpuFacts, GpuFacts, TorchFacts
 
 ROOT = Path(__file__).resolve().parents[1]
 UUID = "GPU-8d6f0c1e-1111-2222-3333-444455556666"
@@ -278,7 +282,7 @@ def test_governors_are_read_from_sysfs(tmp_path: Path) -> None:
 
 def _bench(data: list[float], control: list[float] | None = None) -> dict[str, Any]:
     extra = {"control_round_s": control} if control is not None else {}
-    return {"name": "test_train[x]", "stats": {"data": data}, "extra_info": extra}
+    return result_entry(data=data, **extra)
 
 
 def test_case_noise_uses_the_control_ratio_when_timed() -> None:
@@ -354,7 +358,6 @@ def test_cuda_asked_on_a_machine_without_it_fails(tmp_path: Path) -> None:
 DOCTOR = [sys.executable, "-m", "gpt2_fixtures.cli", "doctor", "--device", "cpu"]
 
 
-@pytest.mark.slow
 def test_real_doctor_on_this_cpu(tmp_path: Path) -> None:
     out, md = tmp_path / "doctor.json", tmp_path / "summary.md"
     proc = subprocess.run(

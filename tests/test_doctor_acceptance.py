@@ -152,7 +152,6 @@ def test_bad_arguments_exit_2() -> None:
         assert proc.returncode == 2 and "gpu_acceptance.sh:" in proc.stderr
 
 
-@pytest.mark.slow
 def test_cpu_dry_run_passes(tmp_path: Path) -> None:
     env = {**os.environ, "OUT": str(tmp_path)}
     proc = subprocess.run(

@@ -39,21 +39,17 @@ def test_gpt2_small_flops_per_token_by_hand():
     # training at T = 1024: 6N + 12 L H Q T = 6 x 123,653,376 + 12 x 12 x 12 x 64 x 1024
     assert 6 * 123_653_376 == 741_920_256
     assert 12 * 12 * 12 * 64 * 1024 == 113_246_208
-    assert flops.flops_per_token(GPT2, 1024, "train") == 741_920_256 + 113_246_208
+    assert flops.flops_per_token(GPT2, 1024, trains=True) == 741_920_256 + 113_246_208
     # forward at T = 1024: 2N + 4 L H Q T
-    assert flops.flops_per_token(GPT2, 1024, "infer") == 247_306_752 + 37_748_736
+    assert flops.flops_per_token(GPT2, 1024, trains=False) == 247_306_752 + 37_748_736
     # at T = 128 the attention term is 8x smaller
-    assert flops.flops_per_token(GPT2, 128, "train") == 741_920_256 + 14_155_776
-    assert flops.flops_per_token(GPT2, 128, "distill") == flops.flops_per_token(GPT2, 128, "train")
+    assert flops.flops_per_token(GPT2, 128, trains=True) == 741_920_256 + 14_155_776
 
 
-def test_flops_per_step_is_per_token_times_tokens_and_none_for_other_phases():
-    assert flops.flops_per_step(GPT2, 8, 512, "train") == 8 * 512 * flops.flops_per_token(
-        GPT2, 512, "train"
-    )
-    assert flops.flops_per_step(GPT2, 1, 128, "infer") == 128 * (247_306_752 + 4_718_592)
-    assert flops.flops_per_step(GPT2, 1, 128, "generate") is None
-    assert flops.flops_per_step(GPT2, 1, 128, "distill") is None
+def test_flops_per_step_is_per_token_times_tokens():
+    per_token = flops.flops_per_token(GPT2, 512, trains=True)
+    assert flops.flops_per_step(GPT2, 8, 512, trains=True) == 8 * 512 * per_token
+    assert flops.flops_per_step(GPT2, 1, 128, trains=False) == 128 * (247_306_752 + 4_718_592)
 
 
 def test_a_config_of_another_family_has_no_flops():
@@ -61,7 +57,6 @@ def test_a_config_of_another_family_has_no_flops():
         hidden_size = 768
 
     assert flops.architecture(NotGPT2()) is None
-    assert flops.flops_per_step(None, 1, 128, "train") is None
 
 
 def test_tiny_preset_counts():

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_benchmark import documented_keys
+from helpers import documented_keys
 
-from gpt2_fixtures.bench import generation, measure, session
+from gpt2_fixtures.bench import generation, measure, phases, settings
 from gpt2_fixtures.bench.generation import GenerateOptions, TokenClock, TokenTimes
 from gpt2_fixtures.config import Case, parse_recipe
 
@@ -131,11 +131,11 @@ def test_grid_ids_and_new_tokens():
         generation.new_tokens_of(Case("generate", SDPA, 1, 32))
 
 
-def test_session_resolve_takes_the_generation_options():
-    s = session.resolve(device="cpu", prompt_lens=(8,), new_tokens=(4, 6), batch_sizes=(2,))
+def test_settings_resolve_takes_the_generation_options():
+    s = settings.resolve(device="cpu", prompt_lens=(8,), new_tokens=(4, 6), batch_sizes=(2,))
     # the CPU default grid (int8 runs in the inference and generation phases)
     assert [r.id for r in s.recipes] == ["eager-fp32", "sdpa-fp32", "sdpa-int8"]
-    assert [c.id for c in session.grid("generate", s)] == [
+    assert [c.id for c in phases.grid("generate", s)] == [
         "eager-fp32-b2-s8-n4",
         "eager-fp32-b2-s8-n6",
         "sdpa-fp32-b2-s8-n4",
@@ -144,8 +144,8 @@ def test_session_resolve_takes_the_generation_options():
         "sdpa-int8-b2-s8-n6",
     ]
     assert "prompt_lens=8 new_tokens=4,6" in s.header()
-    with pytest.raises(session.SettingsError, match="n_positions"):
-        session.resolve(device="cpu", prompt_lens=(1020,), new_tokens=(8,))
+    with pytest.raises(settings.SettingsError, match="n_positions"):
+        settings.resolve(device="cpu", prompt_lens=(1020,), new_tokens=(8,))
 
 
 # -- the step on a micro model -----------------------------------------------------------------
@@ -227,7 +227,6 @@ KD_KEYS = {"teacher", "student", "temperature", "alpha", "kd_loss", "teacher_sha
 COMMON = {"phase", "optimization", "tokens_per_s", "peak_memory_mb", "control_round_s"}
 
 
-@pytest.mark.slow
 def test_generation_and_distillation_benchmarks_write_their_keys(tmp_path):
     out = tmp_path / "out.json"
     args = [
@@ -257,7 +256,7 @@ def test_generation_and_distillation_benchmarks_write_their_keys(tmp_path):
     assert kd["phase"] == "distill" and (kd["teacher"], kd["student"]) == ("tiny-teacher", "tiny")
     assert (kd["temperature"], kd["alpha"]) == (2.0, 0.5)
     assert 0 < kd["teacher_share"] < 1 and math.isfinite(kd["kd_loss"])
-    # one latency per timed round, in stats.data's order (contract 4)
+    # one latency per timed round, in stats.data's order (docs/phases.md, "Generation")
     assert len(gen["ttft_round_ms"]) == len(gen["tpot_round_ms"]) == 2
     assert gen["loss"] is None
     undocumented = (gen.keys() | kd.keys()) - documented_keys()

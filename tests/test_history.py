@@ -231,7 +231,6 @@ def test_a_slow_drift_is_a_gradual_regression(tmp_path, real):
         assert change["kind"] == "gradual"  # no two neighbouring commits hold the change
 
 
-@pytest.mark.slow
 def test_a_step_in_series_made_from_a_fresh_tiny_grid_run(tmp_path, tiny_result):
     names = [b["name"] for b in tiny_result["benchmarks"]]
     target = names[0]

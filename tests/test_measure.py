@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from fake_benchmark import FakeBenchmark
+from helpers import FakeBenchmark
 
 from gpt2_fixtures.bench import measure, memory
 
@@ -40,7 +40,8 @@ def test_round_metrics_from_per_round_times():
         hooks.teardown()
     times = [0.5, 0.25, 1.0]
     m = measure.round_metrics(times, samples=4, tokens=4 * 128, hooks=hooks)
-    # Throughput from the median round (0.5 s), as every table of medians shows it (contract 6);
+    # Throughput from the median round (0.5 s), as every table of medians shows it
+    # (docs/measuring.md, "Throughput");
     # the mean of the per-round rates keeps its own name, the std stays the rates' std.
     assert m["samples_per_s"] == pytest.approx(4 / 0.5)
     assert m["samples_per_s_mean"] == pytest.approx((8 + 16 + 4) / 3)
@@ -79,10 +80,10 @@ def test_control_ratio_is_per_round():
 
 
 def test_cpu_rss_tracker_sees_a_new_peak_after_reset():
-    tracker = measure.CpuRssTracker()
+    tracker = memory.CpuRssTracker()
     assert tracker.kind in ("cpu_rss", "cpu_rss_lifetime")
     # Earlier tests may leave freed but resident heap that would serve the blob without a fault.
-    measure.trim_heap()
+    memory.trim_heap()
     tracker.reset()
     before, reserved = tracker.read()
     assert reserved is None and before > 0
@@ -90,7 +91,7 @@ def test_cpu_rss_tracker_sees_a_new_peak_after_reset():
     blob += 1
     after, _ = tracker.read()
     del blob
-    measure.trim_heap()  # the plugin's steady malloc setting keeps freed blocks in the heap
+    memory.trim_heap()  # the plugin's steady malloc setting keeps freed blocks in the heap
     assert after >= before + 32  # at least half of it shows up in the high-water mark
     if tracker.kind == "cpu_rss":
         tracker.reset()
@@ -99,35 +100,35 @@ def test_cpu_rss_tracker_sees_a_new_peak_after_reset():
 
 
 def test_memory_tracker_kind_per_device():
-    assert measure.memory_tracker("cpu").kind.startswith("cpu_rss")
-    assert measure.CudaMemoryTracker.kind == "cuda_allocated"
+    assert memory.memory_tracker("cpu").kind.startswith("cpu_rss")
+    assert memory.CudaMemoryTracker.kind == "cuda_allocated"
 
 
 def test_settled_memory_reads_one_peak_per_untimed_step():
     tracker = FakeMemory([500.0, 525.0, 500.0, 550.0, 500.0])
     tracker.kind = "cpu_rss"
     calls = []
-    info = measure.settled_memory(lambda: calls.append(tracker.resets), tracker)
+    info = memory.settled_memory(lambda: calls.append(tracker.resets), tracker)
     # every step runs right after its own reset; then one profiled step (step_allocated_mb)
-    assert calls == [*range(1, measure.SETTLED_ROUNDS + 1), measure.SETTLED_ROUNDS]
+    assert calls == [*range(1, memory.SETTLED_ROUNDS + 1), memory.SETTLED_ROUNDS]
     assert info["step_allocated_mb"] == 0.0  # the step allocated no tensor
     assert info["peak_memory_mb"] == 550.0
     assert info["peak_memory_mb_std"] == pytest.approx(22.36, abs=0.01)
 
 
 def test_settled_memory_combines_ranks_before_the_statistics():
-    tracker = FakeMemory([500.0] * measure.SETTLED_ROUNDS)
+    tracker = FakeMemory([500.0] * memory.SETTLED_ROUNDS)
     tracker.kind = "cpu_rss"
-    info = measure.settled_memory(lambda: None, tracker, reduce=lambda p: [x + 100 for x in p])
+    info = memory.settled_memory(lambda: None, tracker, reduce=lambda p: [x + 100 for x in p])
     assert info == {"peak_memory_mb": 600.0, "peak_memory_mb_std": 0.0, "step_allocated_mb": 100.0}
 
 
 def test_settled_memory_on_cuda_reads_reserved_too():
     tracker = FakeMemory([300.0, 310.0, 300.0, 300.0, 300.0], reserved=512.0)
     tracker.kind = "cuda_allocated"
-    info = measure.settled_memory(lambda: None, tracker)
+    info = memory.settled_memory(lambda: None, tracker)
     assert info["peak_memory_mb"] == 310.0 and info["peak_reserved_mb"] == 512.0
-    assert tracker.releases == tracker.resets == measure.SETTLED_ROUNDS
+    assert tracker.releases == tracker.resets == memory.SETTLED_ROUNDS
 
 
 def test_round_hooks_release_the_control_before_the_settled_steps():
@@ -137,26 +138,26 @@ def test_round_hooks_release_the_control_before_the_settled_steps():
         def run(self):
             return 0.1
 
-    tracker = FakeMemory([400.0] * measure.SETTLED_ROUNDS)
+    tracker = FakeMemory([400.0] * memory.SETTLED_ROUNDS)
     tracker.kind = "cpu_rss"
     hooks = measure.RoundHooks(tracker, Twin())
     seen = []
     info = hooks.settled_memory(lambda: seen.append(hooks.control))
     # no step ran beside the control's tensors: the five settled ones nor the profiled one
-    assert seen == [None] * (measure.SETTLED_ROUNDS + 1)
+    assert seen == [None] * (memory.SETTLED_ROUNDS + 1)
     assert info == {"peak_memory_mb": 400.0, "peak_memory_mb_std": 0.0, "step_allocated_mb": 0.0}
 
 
 def test_settled_memory_footprint_is_the_peak_above_the_base():
     tracker = FakeMemory([500.0, 525.0, 500.0, 550.0, 500.0])
     tracker.kind = "cpu_rss"
-    info = measure.settled_memory(lambda: None, tracker, base_mb=420.0)
+    info = memory.settled_memory(lambda: None, tracker, base_mb=420.0)
     assert info["footprint_memory_mb"] == pytest.approx(130.0)
     assert info["footprint_memory_mb_std"] == pytest.approx(info["peak_memory_mb_std"])
 
 
 def test_settled_footprint_is_reduced_per_rank_before_the_max():
-    tracker = FakeMemory([500.0] * measure.SETTLED_ROUNDS)
+    tracker = FakeMemory([500.0] * memory.SETTLED_ROUNDS)
     tracker.kind = "cpu_rss"
     seen = []
 
@@ -164,18 +165,18 @@ def test_settled_footprint_is_reduced_per_rank_before_the_max():
         seen.append(list(values))
         return [v + 1 for v in values]
 
-    info = measure.settled_memory(lambda: None, tracker, reduce=reduce, base_mb=400.0)
-    assert seen[0] == [100.0] * measure.SETTLED_ROUNDS  # this rank's own footprints
+    info = memory.settled_memory(lambda: None, tracker, reduce=reduce, base_mb=400.0)
+    assert seen[0] == [100.0] * memory.SETTLED_ROUNDS  # this rank's own footprints
     assert info["footprint_memory_mb"] == 101.0 and info["peak_memory_mb"] == 501.0
 
 
 def test_resident_mb_follows_what_the_process_holds():
-    measure.trim_heap()
-    before = measure.resident_mb("cpu")
+    memory.trim_heap()
+    before = memory.resident_mb("cpu")
     if before is None:
         pytest.skip("no /proc/self/status on this system: no CPU footprint")
     blob = torch.ones(64 * 1024 * 1024 // 4)  # 64 MiB, touched
-    held = measure.resident_mb("cpu")
+    held = memory.resident_mb("cpu")
     del blob
     assert held is not None and held >= before + 32
 
@@ -186,10 +187,10 @@ def test_resident_mb_on_cuda_is_what_the_allocator_holds(monkeypatch):
 
     def allocated(device=None):
         seen.append(device)
-        return 3 * measure.MB
+        return 3 * memory.MB
 
     monkeypatch.setattr(torch.cuda, "memory_allocated", allocated)
-    assert measure.resident_mb("cuda:1") == 3.0
+    assert memory.resident_mb("cuda:1") == 3.0
     assert seen == [torch.device("cuda:1")]
 
 
@@ -202,7 +203,7 @@ def test_measure_case_picks_the_timed_calls_out_of_every_call_of_the_step():
     hooks = measure.RoundHooks(tracker, control=None)
     m = measure.measure_case(FakeBenchmark(), counted, hooks, (3, 2), (1, 8), base_mb=0.5)
     # 1 prepare + 2 warmup + 3 timed + 5 settled memory steps + 1 profiled for allocations
-    assert counted.calls == len(records) == 1 + 2 + 3 + measure.SETTLED_ROUNDS + 1
+    assert counted.calls == len(records) == 1 + 2 + 3 + memory.SETTLED_ROUNDS + 1
     assert m.timed == range(3, 6)
     assert m.timed_of(records) == [3, 4, 5]  # not the last three calls (settled steps)
     assert len(m.timed_of(records)) == len(m.times)
@@ -231,16 +232,16 @@ def test_measure_case_reduces_every_per_round_value_across_ranks():
 def test_settled_memory_leaves_lifetime_peaks_alone():
     tracker = FakeMemory([])
     tracker.kind = "cpu_rss_lifetime"
-    assert measure.settled_memory(lambda: pytest.fail("no extra step"), tracker) == {}
+    assert memory.settled_memory(lambda: pytest.fail("no extra step"), tracker) == {}
 
 
 FAULTS_PER_STEP = """
 import resource, statistics, sys
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
-from gpt2_fixtures.bench import measure
+from gpt2_fixtures.bench import memory
 
-print(measure.configure_malloc(sys.argv[1]))
+print(memory.configure_malloc(sys.argv[1]))
 torch.manual_seed(0)
 torch.set_num_threads(1)
 model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=128))
@@ -263,14 +264,13 @@ print(statistics.median(faults))
 """
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(
-    measure.glibc() is None,
+    memory.glibc() is None,
     reason="the steady setting needs glibc's mallopt",
 )
 def test_steady_malloc_keeps_a_warmed_up_training_step_free_of_page_faults():
     # A fresh process: the allocator's state is what is tested. With glibc's own dynamic
-    # thresholds the same step re-faulted a median 18-25k pages here (measure.configure_malloc).
+    # thresholds the same step re-faulted a median 18-25k pages here (memory.configure_malloc).
     out = subprocess.run(
         [sys.executable, "-c", FAULTS_PER_STEP, "steady"],
         capture_output=True,
@@ -284,14 +284,14 @@ def test_steady_malloc_keeps_a_warmed_up_training_step_free_of_page_faults():
 
 def test_malloc_setting_is_recorded_and_checked(monkeypatch):
     monkeypatch.setattr(memory, "_malloc_setting", "system")
-    assert measure.configure_malloc("system") == "system" == measure.malloc_setting()
+    assert memory.configure_malloc("system") == "system" == memory.malloc_setting()
     with pytest.raises(ValueError, match="malloc mode 'fast': expected one of steady, system"):
-        measure.configure_malloc("fast")
+        memory.configure_malloc("fast")
     monkeypatch.setattr(memory, "_set_glibc_steady", lambda: False)  # musl, macOS
-    assert measure.configure_malloc("steady") == "system"
+    assert memory.configure_malloc("steady") == "system"
     monkeypatch.setattr(memory, "_set_glibc_steady", lambda: True)
-    assert measure.configure_malloc("steady").startswith("glibc mmap_max=0")
-    assert measure.malloc_setting() == measure.configure_malloc("steady")
+    assert memory.configure_malloc("steady").startswith("glibc mmap_max=0")
+    assert memory.malloc_setting() == memory.configure_malloc("steady")
 
 
 def test_step_allocated_mb_counts_the_tensors_a_step_holds_at_its_peak():

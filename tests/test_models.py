@@ -84,14 +84,14 @@ def test_release_frees_what_the_caller_no_longer_holds():
 
 
 def test_unknown_model_with_the_hub_offline_names_every_source(monkeypatch):
-    from gpt2_fixtures.bench import hub, session
+    from gpt2_fixtures.bench import hub, settings
     from gpt2_fixtures.config import PRESETS
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hub.hub_reachable.cache_clear()
     try:
         with pytest.raises(hub.HubUnavailableError) as err:
-            session.resolve(device="cpu", model="gpt5")
+            settings.resolve(device="cpu", model="gpt5")
     finally:
         hub.hub_reachable.cache_clear()
     message = str(err.value)

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers.pytorch_utils import Conv1D
 
-from gpt2_fixtures.bench import models, prepare, steps
+from gpt2_fixtures.bench import models, phases, prepare, steps
 from gpt2_fixtures.bench import optimizations as opt
 from gpt2_fixtures.config import Recipe, parse_recipe
 
@@ -96,10 +96,9 @@ def test_reference_recipe_is_plain_fp32():
     assert opt.reference_recipe(parse_recipe("flash2-bf16")) == Recipe("sdpa", "fp32")
     assert opt.reference_recipe(parse_recipe("eager-fp16")) == Recipe("eager", "fp32")
     assert opt.reference_recipe(parse_recipe("int8-compile")) == Recipe("sdpa", "fp32")
-    assert opt.needs_logit_check(parse_recipe("int8"), "infer")
-    assert opt.needs_logit_check(parse_recipe("bf16"), "infer")
-    assert not opt.needs_logit_check(parse_recipe("sdpa-compile"), "infer")
-    assert not opt.needs_logit_check(parse_recipe("bf16"), "generate")
+    assert opt.reduced(parse_recipe("int8")) and opt.reduced(parse_recipe("bf16"))
+    assert not opt.reduced(parse_recipe("sdpa-compile"))
+    assert phases.INFER.logit_check and not phases.GENERATE.logit_check
 
 
 def test_weights_dtype():
@@ -213,12 +212,12 @@ def test_compile_step_counts_only_the_calls_that_compiled(monkeypatch):
     frames = iter([0, 1, 1, 2, 2, 2])  # before/after of three calls: compiles, compiles, not
     monkeypatch.setattr(prepare, "_frames_compiled", lambda: next(frames))
     calls = []
-    assert opt.compile_step(lambda: calls.append(1)) >= 0.0
+    assert prepare.compile_step(lambda: calls.append(1)) >= 0.0
     assert len(calls) == 3
     frames_once = iter([5, 6, 6, 6])
     monkeypatch.setattr(prepare, "_frames_compiled", lambda: next(frames_once))
     calls.clear()
-    opt.compile_step(lambda: calls.append(1))
+    prepare.compile_step(lambda: calls.append(1))
     assert len(calls) == 2  # the second call compiled nothing: stop
 
 
@@ -236,7 +235,7 @@ def test_compile_step_counts_only_the_calls_that_compiled(monkeypatch):
     ],
 )
 def test_kernel_of(op, kernel):
-    assert opt.kernel_of(op) == kernel
+    assert prepare.kernel_of(op) == kernel
 
 
 def test_kernels_in_keeps_first_appearance_order():
@@ -245,7 +244,7 @@ def test_kernels_in_keeps_first_appearance_order():
         "aten::_scaled_dot_product_attention_math",
         "aten::_scaled_dot_product_flash_attention_for_cpu",
     ]
-    assert opt.kernels_in(ops) == ["flash", "math"]
+    assert prepare.kernels_in(ops) == ["flash", "math"]
 
 
 @pytest.mark.parametrize(
@@ -259,12 +258,12 @@ def test_attention_kernel_reports_the_backend_that_ran(backend, kernel):
         with sdpa_kernel([backend]):
             logits(model, ids)
 
-    assert opt.attention_kernel(step, recipe) == kernel
+    assert prepare.attention_kernel(step, recipe) == kernel
 
 
 def test_attention_kernel_of_eager_attention():
     model, ids = tiny("eager"), batch()
-    assert opt.attention_kernel(lambda: logits(model, ids), parse_recipe("eager")) == "eager"
+    assert prepare.attention_kernel(lambda: logits(model, ids), parse_recipe("eager")) == "eager"
 
 
 # -- smoke runs of the real benchmarks -------------------------------------------------------
@@ -291,7 +290,6 @@ def run_benchmarks(tmp_path, *args):
     return {b["extra_info"]["optimization"]: b["extra_info"] for b in benches}, proc.stdout
 
 
-@pytest.mark.slow
 def test_smoke_inference_int8_compile_and_flash2_skip(tmp_path):
     infos, stdout = run_benchmarks(
         tmp_path, "-m", "inference", "--gpt2-optimizations", "sdpa,int8,sdpa-compile,flash2"
@@ -308,7 +306,6 @@ def test_smoke_inference_int8_compile_and_flash2_skip(tmp_path):
     assert "flash2-bf16: flash_attention_2 needs CUDA and the flash-attn package" in stdout
 
 
-@pytest.mark.slow
 def test_smoke_training_recipes_and_peak_override(tmp_path):
     infos, stdout = run_benchmarks(
         tmp_path, "-m", "train", "--gpt2-optimizations", "sdpa-padvocab-fusedadam,int8",

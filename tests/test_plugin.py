@@ -3,17 +3,9 @@
 import json
 
 import pytest
-from pytester_bench import SMALL, make_bench_dir, run
-
-pytest_plugins = ["pytester"]
+from helpers import SMALL, run
 
 
-@pytest.fixture
-def bench_dir(pytester):
-    return make_bench_dir(pytester)
-
-
-@pytest.mark.slow
 def test_json_has_every_key_for_both_phases(bench_dir):
     result = run(
         bench_dir, *SMALL, "--gpt2-optimizations", "eager,sdpa", "--benchmark-json=out.json"
@@ -54,7 +46,7 @@ def test_json_has_every_key_for_both_phases(bench_dir):
         assert len(info["control_round_s"]) == 3
         assert info["control_kind"] == f"twin-{info['phase']}"
         median = bench["stats"]["median"]
-        # Throughput is consistent with the timed rounds: batch / median round (contract 6).
+        # Throughput from the timed rounds: batch / median round (docs/measuring.md, "Throughput").
         expected = info["batch_size"] / median
         assert info["samples_per_s"] == pytest.approx(expected)
         assert info["tokens_per_s"] == pytest.approx(expected * info["seq_len"])
@@ -71,7 +63,6 @@ def test_json_has_every_key_for_both_phases(bench_dir):
     assert {"torch", "transformers", "datasets", "device_name", "tf32_matmul"} <= gpt2.keys()
 
 
-@pytest.mark.slow
 def test_half_precision_on_cpu_is_skipped_by_default_and_runs_when_named(bench_dir):
     result = run(
         bench_dir,
@@ -92,7 +83,6 @@ def test_half_precision_on_cpu_is_skipped_by_default_and_runs_when_named(bench_d
     result.assert_outcomes(passed=1, deselected=1)
 
 
-@pytest.mark.slow
 def test_skip_reason_for_flash2_on_cpu(bench_dir):
     result = run(
         bench_dir,
@@ -108,7 +98,6 @@ def test_skip_reason_for_flash2_on_cpu(bench_dir):
     result.stdout.fnmatch_lines(["*flash2-bf16: flash_attention_2 needs CUDA*this run: cpu*"])
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -129,7 +118,6 @@ def test_bad_input_is_one_line_without_traceback(bench_dir, args, message):
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
 
 
-@pytest.mark.slow
 def test_threads_option_reaches_header_and_machine_info(bench_dir):
     result = run(
         bench_dir,
@@ -143,7 +131,6 @@ def test_threads_option_reaches_header_and_machine_info(bench_dir):
     assert doc["machine_info"]["gpt2"]["cpu_threads"] == 1
 
 
-@pytest.mark.slow
 def test_control_option_picks_the_workload(bench_dir):
     common = ["--gpt2-batch-sizes", "1", "--gpt2-seq-lens", "16", "--gpt2-rounds", "2"]
     common += ["--gpt2-optimizations", "sdpa", "-m", "inference"]
@@ -163,7 +150,7 @@ def test_control_option_picks_the_workload(bench_dir):
 import dataclasses  # noqa: E402
 import inspect  # noqa: E402
 
-from gpt2_fixtures.bench import session  # noqa: E402
+from gpt2_fixtures.bench import settings  # noqa: E402
 from gpt2_fixtures.plugin import options  # noqa: E402
 
 
@@ -174,7 +161,7 @@ def parse(pytester, *args):
 
 def test_every_resolve_keyword_is_a_run_option_and_every_flag_is_declared_once():
     fields = {f.name for f in dataclasses.fields(options.RunOptions)}
-    assert set(inspect.signature(session.resolve).parameters) <= fields
+    assert set(inspect.signature(settings.resolve).parameters) <= fields
     names = [name for name, _ in options.declarations()]
     assert len(names) == len(set(names))
     assert {"optimizations", "rounds", "tokenizer", "threshold", "allow-device-mismatch"} <= set(
@@ -187,7 +174,7 @@ def test_help_states_the_defaults_from_their_tables():
     assert options.per_device(table, "k") == "1,4 on CPU, 1,8,32 on CUDA"
     assert options.per_device(table, "same") == "20 on CPU and CUDA"
     helps = dict(options.declarations())
-    assert options.per_device(session.DEFAULTS, "batch_sizes") in helps["batch-sizes"]["help"]
+    assert options.per_device(settings.DEFAULTS, "batch_sizes") in helps["batch-sizes"]["help"]
     assert "Default: %(default)s." in helps["dataset"]["help"]
 
 
@@ -232,23 +219,22 @@ def test_conflicting_round_options_are_refused_in_one_line(pytester):
         parse(pytester, "--benchmark-warmup-iterations=-1")
 
 
-# -- what the result file says ran (issue 17: options, params; contract 15) --------------------
+# -- what the result file says ran: options, params, rounds (README, "What each case records") --
 
 SUMMARY_PROBE = """
-from gpt2_fixtures.results import report
+from gpt2_fixtures.results.report import tables as report_tables
 
-_real = report.console_summary
+_real = report_tables.console_summary
 
 def _probe(benchmarks):
     with open("summary_probe.txt", "w") as fh:
         fh.write(str(bool(benchmarks) and all(b["stats"].get("data") for b in benchmarks)))
     return _real(benchmarks)
 
-report.console_summary = _probe
+report_tables.console_summary = _probe
 """
 
 
-@pytest.mark.slow
 def test_json_says_the_rounds_that_ran_and_the_case_in_plain_fields(bench_dir):
     bench_dir.makeconftest(SUMMARY_PROBE)
     result = run(
@@ -273,7 +259,7 @@ def test_json_says_the_rounds_that_ran_and_the_case_in_plain_fields(bench_dir):
     assert (bench_dir.path / "summary_probe.txt").read_text() == "True"
 
 
-# -- failed and deselected cases in the results (issue 16, contract 1 and 3) -------------------
+# -- failed and deselected cases in the results (README, "What each case records"; docs/gate.md) -
 
 RECORDED = """
 import math
@@ -312,7 +298,6 @@ gate.format_table = lambda result: "gpt2 gate: probe, not fully judged"
 """
 
 
-@pytest.mark.slow
 def test_failed_and_deselected_cases_are_recorded_and_the_gate_sets_the_exit_status(pytester):
     pytester.makepyfile(test_cases=RECORDED)
     first = run(
@@ -340,7 +325,9 @@ def test_failed_and_deselected_cases_are_recorded_and_the_gate_sets_the_exit_sta
 
     pytester.makeconftest(GATE_PROBE)
     second = run(pytester, "-k", "ok", "--benchmark-compare", "--gpt2-baseline=base.json")
-    assert second.ret == 3, second.stdout.str()[-2000:]  # the gate's exit code, contract 3
+    assert second.ret == 3, second.stdout.str()[
+        -2000:
+    ]  # the gate's exit code (docs/gate.md, "Output")
     # pytest-benchmark's compare table sorts its rows by time, so the two rows come in either order
     second.stdout.fnmatch_lines(["*test_ok (0001_*"])
     second.stdout.fnmatch_lines(["*test_ok (NOW)*", "*probe*"])
@@ -354,12 +341,35 @@ def test_failed_and_deselected_cases_are_recorded_and_the_gate_sets_the_exit_sta
 
 
 def test_failure_reasons_are_one_line():
-    from gpt2_fixtures.bench import session as bench_session
+    from gpt2_fixtures.bench import settings as bench_settings
     from gpt2_fixtures.plugin import outcomes
 
     assert outcomes.one_line(AssertionError("loss is nan\nassert False")) == (
         "AssertionError: loss is nan"
     )
-    assert outcomes.one_line(bench_session.SettingsError("bad option")) == "bad option"
+    assert outcomes.one_line(bench_settings.SettingsError("bad option")) == "bad option"
     assert outcomes.one_line(RuntimeError()) == "RuntimeError"
     assert len(outcomes.one_line(ValueError("x" * 1000))) <= 300
+
+
+def test_process_settings_apply_only_when_benchmarks_are_collected(pytester, monkeypatch):
+    """`pytest tests` loads the plugin through the root conftest.py; only a run that collects
+    benchmarks sets CPU threads, the host allocator and the SIGTERM handler."""
+    from helpers import make_bench_dir
+
+    from gpt2_fixtures.bench import memory
+    from gpt2_fixtures.bench import settings as bench_settings
+    from gpt2_fixtures.plugin import guards
+
+    applied: list[str] = []
+    monkeypatch.setattr(guards, "sigterm_as_interrupt", lambda: applied.append("sigterm"))
+    monkeypatch.setattr(memory, "configure_malloc", lambda mode: applied.append(mode))
+    monkeypatch.setattr(bench_settings, "set_cpu_threads", lambda n: applied.append(f"t{n}"))
+    pytester.makepyfile(test_unit="def test_one():\n    assert True\n")
+    unit = pytester.runpytest("-p", "gpt2_fixtures.plugin", "--gpt2-device", "cpu", "test_unit.py")
+    assert unit.ret == 0 and applied == []
+    make_bench_dir(pytester)
+    bench = pytester.runpytest(
+        "-p", "gpt2_fixtures.plugin", "--gpt2-device", "cpu", "--collect-only", "test_inference.py"
+    )
+    assert bench.ret == 0 and applied == ["tNone", "steady", "sigterm"]

@@ -6,12 +6,10 @@ import re
 import socket
 
 import pytest
-from pytester_bench import SMALL, make_bench_dir, run
+from helpers import SMALL, run
 
 from gpt2_fixtures.bench import data, hub, models
 from gpt2_fixtures.plugin import guards
-
-pytest_plugins = ["pytester"]
 
 ONE_CASE = [
     "--gpt2-batch-sizes",
@@ -27,12 +25,6 @@ ONE_CASE = [
 ]
 
 
-@pytest.fixture
-def bench_dir(pytester):
-    return make_bench_dir(pytester)
-
-
-@pytest.mark.slow
 def test_nan_loss_is_a_failure_with_the_value_not_a_time(bench_dir):
     bench_dir.makeconftest(
         """
@@ -57,12 +49,13 @@ steps.train_step = _nan_train_step
     doc = json.loads((bench_dir.path / "out.json").read_text())
     names = [b["name"] for b in doc["benchmarks"]]
     assert names == ["test_infer[sdpa-fp32-b1-s16]"]  # the failed case left no time behind
-    (failed,) = doc["gpt2_bench"]["failed"]  # ... and is listed with its reason (issue 16)
+    (failed,) = doc["gpt2_bench"][
+        "failed"
+    ]  # ... and is listed with its reason (README, "When something goes wrong")
     assert failed["name"] == "test_train[sdpa-fp32-b1-s16]" and failed["kind"] == "error"
     assert failed["reason"].startswith("AssertionError: loss is nan")
 
 
-@pytest.mark.slow
 def test_dataset_too_small_names_the_sizes_and_other_cases_run(bench_dir):
     small = bench_dir.path / "small.txt"
     small.write_text("Only a few words here. " * 10)
@@ -91,7 +84,6 @@ def test_dataset_too_small_names_the_sizes_and_other_cases_run(bench_dir):
     assert [b["name"] for b in doc["benchmarks"]] == ["test_infer[sdpa-fp32-b1-s16]"]
 
 
-@pytest.mark.slow
 def test_out_of_memory_frees_memory_and_later_peaks_are_not_inflated(bench_dir):
     bench_dir.makeconftest(
         """
@@ -149,7 +141,6 @@ steps.infer_step = _hungry_then_oom
     assert bench["extra_info"]["peak_memory_mb"] < 600 + 300
 
 
-@pytest.mark.slow
 def test_sigterm_keeps_finished_results_valid_and_the_next_run_is_clean(bench_dir):
     bench_dir.makeconftest(
         """
@@ -182,14 +173,12 @@ def pytest_runtest_logfinish(nodeid, location):
     again.assert_outcomes(passed=1, deselected=1)
 
 
-@pytest.mark.slow
 def test_unknown_phase_marker_is_one_line(bench_dir):
     result = run(bench_dir, "-m", "trian or inference")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*-m names unknown marker(s) trian; phases are train, *"])
 
 
-@pytest.mark.slow
 def test_results_hold_no_secrets(bench_dir, monkeypatch):
     secrets = {"WANDB_API_KEY": "wandb-secret-0123456789", "HF_TOKEN": "hf_secretTOKEN987654321"}
     for key, value in secrets.items():
@@ -203,7 +192,6 @@ def test_results_hold_no_secrets(bench_dir, monkeypatch):
         assert value not in text
 
 
-@pytest.mark.slow
 def test_a_results_file_that_cannot_be_written_keeps_its_old_content(bench_dir):
     # pytest-benchmark opens --benchmark-json for writing before it serialises: a failure
     # there used to leave an empty file where the previous results were.

@@ -179,7 +179,6 @@ def collected() -> dict[str, dict[str, Any]]:
     return results
 
 
-@pytest.mark.slow
 def test_two_shards_together_select_the_full_grid_once(collected: dict[str, Any]) -> None:
     full, one, two = collected[""], collected["1/2"], collected["2/2"]
     assert full["code"] == one["code"] == two["code"] == 0

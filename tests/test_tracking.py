@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gpt2_fixtures.results import report, tracking
-
-pytest_plugins = ["pytester"]
+from gpt2_fixtures.results import tracking
+from gpt2_fixtures.results.report import cases as report_cases
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data" / "results_tiny.json"
@@ -70,7 +69,7 @@ def logged_table(run_dir: Path) -> dict:
 
 def test_table_config_and_summary_from_results() -> None:
     results = json.loads(DATA.read_text())
-    cases = report.cases_from_benchmarks(results["benchmarks"])
+    cases = report_cases.cases_from_benchmarks(results["benchmarks"])
     rows = tracking.table_rows(cases)
     assert len(rows) == len(results["benchmarks"])
     assert all(len(row) == len(tracking.TABLE_COLUMNS) for row in rows)
@@ -100,7 +99,7 @@ def test_metric_columns_come_from_the_registry(monkeypatch: pytest.MonkeyPatch) 
     assert [c for c in tracking.TABLE_COLUMNS if c in keys] == keys
     assert "peak_reserved_mb" in tracking.TABLE_COLUMNS  # was missing from the old copy
     results = json.loads(DATA.read_text())
-    cases = report.cases_from_benchmarks(results["benchmarks"])
+    cases = report_cases.cases_from_benchmarks(results["benchmarks"])
     row = dict(zip(tracking.TABLE_COLUMNS, tracking.table_rows(cases)[4], strict=True))
     low, high = row["speedup_vs_eager-fp32_low"], row["speedup_vs_eager-fp32_high"]
     assert low is not None and high is not None
@@ -125,7 +124,6 @@ print(json.dumps({"ok": outcome.ok, "message": outcome.message, "run_dir": str(o
 """
 
 
-@pytest.mark.slow
 def test_offline_run_holds_table_plots_and_results(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", LOG_SCRIPT, str(DATA)],
@@ -155,7 +153,6 @@ def test_offline_run_holds_table_plots_and_results(tmp_path: Path) -> None:
             assert FAKE_KEY.encode() not in path.read_bytes(), path
 
 
-@pytest.mark.slow
 def test_online_without_key_falls_back_to_offline(tmp_path: Path) -> None:
     env = wandb_env(tmp_path, mode=None)
     del env["WANDB_API_KEY"]
@@ -194,7 +191,6 @@ def run_plugin(
     )
 
 
-@pytest.mark.slow
 def test_without_flag_wandb_is_never_imported(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -205,7 +201,6 @@ def test_without_flag_wandb_is_never_imported(
     assert not (pytester.path / "wandb").exists()
 
 
-@pytest.mark.slow
 def test_flag_with_wandb_missing_warns_once_and_goes_on(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -217,7 +212,6 @@ def test_flag_with_wandb_missing_warns_once_and_goes_on(
     assert "gpt2-bench summary" in result.stdout.str()
 
 
-@pytest.mark.slow
 def test_flag_offline_writes_one_run(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

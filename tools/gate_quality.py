@@ -1,4 +1,4 @@
-"""Measure the regression gate itself, with the protocol of issue 16.
+"""Measure the regression gate itself, with the protocol of docs/gate.md, "How good is it?".
 
 Separate pytest processes of one grid (default: the whole default CPU grid, one torch thread):
 
@@ -43,16 +43,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_benchmark.utils import parse_compare_fail
+
+from gpt2_fixtures.results import baseline as baseline_io
+from gpt2_fixtures.results import files, gate
+from gpt2_fixtures.results.fingerprint import fingerprint
+from gpt2_fixtures.results.gate import samples as gate_samples
+from gpt2_fixtures.results.gate.model import CALIBRATED_TIME_REL
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pytest_benchmark.utils import parse_compare_fail  # noqa: E402
-
-from gpt2_fixtures.results import baseline as baseline_io  # noqa: E402
-from gpt2_fixtures.results import files, gate  # noqa: E402
-from gpt2_fixtures.results.fingerprint import fingerprint  # noqa: E402
-from gpt2_fixtures.results.gate import samples as gate_samples  # noqa: E402
-from gpt2_fixtures.results.gate.model import CALIBRATED_TIME_REL  # noqa: E402
 
 INJECTED: dict[str, str] = {"slow25": "slow=0.25", "slow10": "slow=0.10", "mem5": "mem=0.05"}
 KINDS: dict[str, str] = {"aa": "", **INJECTED}

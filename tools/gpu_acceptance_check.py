@@ -20,8 +20,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from gpt2_fixtures.config import PHASES
+from gpt2_fixtures.results import files
+
 PASS, FAIL, NA = "PASS", "FAIL", "n/a"
-PHASES = ("train", "infer", "generate", "distill")
 FUSED_KERNELS = ("flash", "efficient", "cudnn")  # not "math": SDPA's unfused fallback
 OOM_BATCH = "-b144-"  # tools/gpu_acceptance.sh's batch that cannot fit
 Row = tuple[str, str, str]
@@ -162,7 +164,7 @@ def oom_recorded(doc: Mapping[str, Any] | None, device: str) -> Row:
         return (name, NA, "CPU: a batch that cannot fit would meet the OS, not torch")
     if doc is None:
         return (name, FAIL, "no oom.json")
-    failed = list((doc.get("gpt2_bench") or {}).get("failed") or [])
+    failed = files.failed_cases(doc)
     oom = [f for f in failed if f.get("kind") == "oom" and OOM_BATCH in str(f.get("name"))]
     ran = [b["name"] for b in benches(doc) if "-b1-" in b["name"]]
     verdict = PASS if oom and ran else FAIL

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gpt2_fixtures.bench.measure import Control, synchronize
-from gpt2_fixtures.bench.optimizations import DTYPES, TRAINING_PHASES
+from gpt2_fixtures.bench.optimizations import DTYPES
 from gpt2_fixtures.config import Case
 
 MATMUL = "matmul"
@@ -58,14 +58,14 @@ class MatmulControl:
         return _timed(self.device, self._work)
 
 
-def approx_step_flops(n_params: int, tokens: int, phase: str) -> float:
+def approx_step_flops(n_params: int, tokens: int, trains: bool) -> float:
     """2N FLOPs per token forward, 6N with backward (Kaplan et al. 2020, section 2.1)."""
-    return (6 if phase in TRAINING_PHASES else 2) * n_params * tokens
+    return (6 if trains else 2) * n_params * tokens
 
 
 @dataclass(frozen=True)
 class TwinShape:
-    """What the twin computes: a GPT-2 of this shape, in this phase."""
+    """What the twin computes: a GPT-2 of this shape, in this kind of step (``TWINS``)."""
 
     vocab: int
     width: int
@@ -74,32 +74,37 @@ class TwinShape:
     positions: int
     batch: int
     seq: int
-    phase: str  # infer | train | generate
+    twin: str  # a key of TWINS, named in control_kind
     decode_steps: int = 0  # generate: one-token forwards after the prefill
 
     @property
     def kind(self) -> str:
-        return f"twin-{self.phase}"
+        return f"twin-{self.twin}"
+
+    @property
+    def trains(self) -> bool:
+        return TWINS[self.twin][0]
 
 
-TWIN_PHASES = {"infer": "infer", "train": "train", "distill": "train", "generate": "generate"}
+# The twin's kinds (a phase adapter's ``twin``): whether it trains, whether it decodes after
+# the prefill.
+TWINS = {"train": (True, False), "infer": (False, False), "generate": (False, True)}
 
 
-def twin_shape(config: Any, phase: str, batch: int, seq: int, tokens: int) -> TwinShape | None:
+def twin_shape(config: Any, twin: str, batch: int, seq: int, tokens: int) -> TwinShape | None:
     """The twin of a GPT-2 ``config`` for a case, or None for a model that is not GPT-2-shaped.
-    Distillation's twin is the student's training step; generation's prefills ``seq`` tokens and
-    decodes the rest of ``tokens`` (batch x new tokens)."""
+    A decoding twin prefills ``seq`` tokens and decodes the rest of ``tokens`` (batch x new
+    tokens)."""
     keys = ("vocab_size", "n_embd", "n_head", "n_layer", "n_positions")
     raw = [getattr(config, key, None) for key in keys]
     values = [v for v in raw if isinstance(v, int) and not isinstance(v, bool) and v > 0]
-    if phase not in TWIN_PHASES or len(values) != len(keys):
+    if twin not in TWINS or len(values) != len(keys):
         return None
     vocab, width, heads, layers, positions = values
     if width % heads or seq > positions:
         return None
-    twin_phase = TWIN_PHASES[phase]
-    decode = max(0, tokens // batch - 1) if twin_phase == "generate" else 0
-    return TwinShape(vocab, width, heads, layers, positions, batch, seq, twin_phase, decode)
+    decode = max(0, tokens // batch - 1) if TWINS[twin][1] else 0
+    return TwinShape(vocab, width, heads, layers, positions, batch, seq, twin, decode)
 
 
 class TwinNet(nn.Module):
@@ -143,7 +148,7 @@ class TwinNet(nn.Module):
 
 
 class TwinControl:
-    """A GPT-2 of the case's shape in plain torch, run in the case's phase (docs/measuring.md).
+    """A GPT-2 of the case's shape in plain torch, run as the case's step (docs/measuring.md).
     ``int8``: its linear layers dynamically quantized as the CPU int8 recipe's are."""
 
     def __init__(
@@ -151,7 +156,7 @@ class TwinControl:
     ) -> None:
         self.shape, self.device, self.kind = shape, device, shape.kind
         gen = torch.Generator().manual_seed(0)
-        train = shape.phase == "train"
+        train = shape.trains
         net = TwinNet(shape, gen).to(device=device, dtype=dtype).requires_grad_(train)
         self.net = _quantize_int8(net) if int8 else net
         self.ids = torch.randint(shape.vocab, (shape.batch, shape.seq), generator=gen).to(device)
@@ -188,19 +193,26 @@ def _quantize_int8(net: nn.Module) -> nn.Module:
 
 
 def control_for(
-    model: torch.nn.Module, device: str, case: Case, tokens: int, n_params: int, kind: str = TWIN
+    model: torch.nn.Module,
+    device: str,
+    case: Case,
+    tokens: int,
+    n_params: int,
+    kind: str = TWIN,
+    twin: str = "infer",
 ) -> Control:
     """The twin of ``model`` for this case when it is GPT-2-shaped and ``kind`` is twin, else
-    the matmul loop. ``tokens``: tokens per step (generation: batch x new tokens)."""
+    the matmul loop. ``tokens``: tokens per step (generation: batch x new tokens); ``twin``: the
+    phase adapter's kind of step (``TWINS``)."""
     if kind not in CONTROLS:
         raise ValueError(f"control {kind!r}: expected one of {', '.join(CONTROLS)}")
     config = getattr(model, "config", None) if kind == TWIN else None
-    shape = twin_shape(config, case.phase, case.batch_size, case.seq_len, tokens)
+    shape = twin_shape(config, twin, case.batch_size, case.seq_len, tokens)
     if shape is None:
-        return MatmulControl(device, approx_step_flops(n_params, tokens, case.phase))
+        return MatmulControl(device, approx_step_flops(n_params, tokens, TWINS[twin][0]))
     # The recipe's compute dtype: fp16/bf16 training keeps fp32 weights under autocast, but its
     # matmuls run in half precision, and those are what the twin must mirror. int8 on CUDA is
     # torchao's weight-only int8, which the twin does not mirror: it runs in fp32 there.
     dtype = DTYPES[case.recipe.precision]
-    int8 = case.recipe.int8 and shape.phase != "train" and not device.startswith("cuda")
+    int8 = case.recipe.int8 and not shape.trains and not device.startswith("cuda")
     return TwinControl(shape, device, dtype, int8=int8)

@@ -105,13 +105,13 @@ def resolve_options(
     grid: tuple[tuple[int, ...], tuple[int, ...]],
 ) -> DistillOptions:
     """``batch_sizes``/``seq_lens`` are the user's values (None when not given); ``grid`` is the
-    session's resolved (batch sizes, lengths), used on CUDA when the user gave none.
+    run's resolved (batch sizes, lengths), used on CUDA when the user gave none.
 
     Presets are checked here (vocabulary, positions); a hub id or directory at build time.
     """
     defaults = DEFAULTS["cuda" if device_type == "cuda" else "cpu"]
-    t_spec = models.resolve_model(teacher or defaults["teacher"], weights)
-    s_spec = models.resolve_model(student or defaults["student"], weights)
+    t_spec = pair_model(teacher or defaults["teacher"], weights)
+    s_spec = pair_model(student or defaults["student"], weights)
     lens = tuple(seq_lens or defaults["seq_lens"] or grid[1])
     presets = [PRESETS[s.name] for s in (t_spec, s_spec) if s.source == "preset"]
     if len(presets) == 2 and presets[0].vocab_size != presets[1].vocab_size:
@@ -133,6 +133,13 @@ def resolve_options(
         batch_sizes=tuple(batch_sizes or defaults["batch_sizes"] or grid[0]),
         seq_lens=lens,
     )
+
+
+def pair_model(name: str, weights: str) -> models.ModelSpec:
+    """A teacher or student: a preset is built from its config, whatever ``--gpt2-weights`` says
+    about the model under test (``tiny`` is no hub checkpoint); a hub id or directory follows
+    it."""
+    return models.resolve_model(name, "auto" if name in PRESETS else weights)
 
 
 def grid(recipes: Sequence[Recipe], opts: DistillOptions) -> list[Case]:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from gpt2_fixtures.bench import controls, data, measure, models, optimizations, steps
+from gpt2_fixtures.bench import data, measure, steps
 from gpt2_fixtures.config import Case
 from gpt2_fixtures.results.scaling import scaling_efficiency, scaling_key
 
@@ -372,48 +372,39 @@ class BarrierRoundHooks(measure.RoundHooks):
         barrier(self.group, self.device)
 
 
-def measure_rounds(
-    benchmark: Any,
-    bench: Any,
-    dcase: DistCase,
-    step: Callable[[], None],
-    model: torch.nn.Module,
-    n_params: int,
-    group: Any,
-) -> dict[str, Any]:
-    """Time ``step`` on every rank of ``group``; the record is the slowest rank's round.
+@dataclass(frozen=True)
+class RankJob:
+    """The ranks of ``group`` measuring one case (``measure.Job``): every rank runs the same
+    calls; a round spans from a common start to the slowest rank's end."""
 
-    ``extra_info`` as ``BenchSession.measure`` gives it for a single device (``compile_s``,
-    ``attn_kernel``, FLOPs and MFU per rank), with throughput for the whole job.
-    """
-    s, case = bench.settings, dcase.case
-    size = dist.get_world_size(group)
-    hooks = BarrierRoundHooks(
-        measure.memory_tracker(s.device),
-        controls.control_for(model, s.device, case, case.tokens, n_params, s.control),
-        group=group,
-        device=s.device,
-    )
-    counted = measure.CountedStep(step)
+    group: Any
+    device: str
+    strategy: str
 
-    def synced_step() -> None:
-        counted()
-        barrier(group, s.device)  # the round ends when the slowest rank is done
+    @property
+    def size(self) -> int:
+        return int(dist.get_world_size(self.group))
 
-    prepared = optimizations.prepare(counted, case.recipe, model)  # every rank: same calls
-    barrier(group, s.device)
-    result = measure.measure_case(
-        benchmark, counted, hooks, (s.rounds, s.warmup),
-        (case.batch_size * size, case.tokens * size), timed_step=synced_step,
-        reduce=lambda values: reduce_max(values, group, s.device), base_mb=bench.memory_base_mb,
-    )  # fmt: skip
-    info = bench.describe(case, n_params) | prepared | {"loss": None}
-    info.update(world_size=size, strategy=dcase.strategy, tokens_per_s_per_rank=None)
-    info |= result.info
-    if result.times is not None:
-        info["tokens_per_s_per_rank"] = info["tokens_per_s"] / size
-    # Per rank: each rank's batch over the job's step time; MFU per device is the job's MFU.
-    return info | bench.flops_info(case, result.times)
+    def hooks(
+        self, memory: measure.MemoryTracker, control: measure.Control | None
+    ) -> measure.RoundHooks:
+        return BarrierRoundHooks(memory, control, group=self.group, device=self.device)
+
+    def timed(self, step: Callable[[], None]) -> Callable[[], None]:
+        def synced_step() -> None:
+            step()
+            barrier(self.group, self.device)  # the round ends when the slowest rank is done
+
+        return synced_step
+
+    def reduce(self, values: list[float]) -> list[float]:
+        return reduce_max(values, self.group, self.device)
+
+    def barrier(self) -> None:
+        barrier(self.group, self.device)
+
+    def keys(self) -> dict[str, Any]:
+        return {"world_size": self.size, "strategy": self.strategy, "tokens_per_s_per_rank": None}
 
 
 def train(benchmark: Any, bench: Any, world: World, dcase: DistCase, group: Any) -> dict[str, Any]:
@@ -435,12 +426,15 @@ def train(benchmark: Any, bench: Any, world: World, dcase: DistCase, group: Any)
 
 def _train(benchmark: Any, bench: Any, dcase: DistCase, group: Any) -> dict[str, Any]:
     device, case = bench.settings.device, dcase.case
-    model = bench.model(case)
-    n_params = models.n_params(model)  # before sharding: the whole model's parameters
+    model = bench.model(case)  # its parameters are counted as built, before sharding
     wrapped = wrap(model, dcase.strategy, group, device)
     batch = rank_batch(bench.blocks(case.seq_len), case.batch_size, dist.get_rank(group))
     step, state = steps.train_step(wrapped, batch.to(device), case.recipe, device)
-    info = measure_rounds(benchmark, bench, dcase, step, model, n_params, group)
+    job = RankJob(group, device, dcase.strategy)
+    measured = bench.measure(benchmark, case, step, model, job)
+    info = measured.info
+    if measured.times is not None:  # each rank's batch over the job's step time
+        info["tokens_per_s_per_rank"] = info["tokens_per_s"] / job.size
     info["loss"] = mean_over_ranks(state.loss(), group, device)
     # DDP keeps full replicas that must stay bit-identical; FSDP shards differ by design.
     info["param_checksums"] = (

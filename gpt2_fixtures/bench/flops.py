@@ -46,7 +46,6 @@ from typing import Any
 import torch
 
 from gpt2_fixtures.bench.errors import parse_finite
-from gpt2_fixtures.bench.optimizations import TRAINING_PHASES
 
 # ---------------------------------------------------------------------------------------------
 # FLOPs
@@ -108,31 +107,27 @@ def architecture(config: Any) -> Architecture | None:
         return None
 
 
-def flops_per_token(arch: Architecture, seq_len: int, phase: str) -> int:
+def flops_per_token(arch: Architecture, seq_len: int, trains: bool) -> int:
     """``6N + 12LHQT`` for a training step, ``2N + 4LHQT`` for a forward pass (PaLM app. B)."""
     forward = 2 * arch.n_matmul_params + arch.attention_flops_per_token(seq_len)
-    return 3 * forward if phase in TRAINING_PHASES else forward
+    return 3 * forward if trains else forward
 
 
-def flops_per_step(
-    arch: Architecture | None, batch_size: int, seq_len: int, phase: str
-) -> int | None:
-    """FLOPs of one step of a train or infer case; ``None`` for phases with their own count.
+def flops_per_step(arch: Architecture, batch_size: int, seq_len: int, trains: bool) -> int:
+    """FLOPs of one forward (and backward when ``trains``) over ``batch x seq_len``.
 
     generate (a prefill plus a KV-cached decode of growing context) and distill (a teacher
-    forward beside the student's step) are not one forward/backward over ``batch x seq_len``.
+    forward beside the student's step) have their own counts below; their adapters use them.
     """
-    if arch is None or phase not in ("train", "infer"):
-        return None
-    return flops_per_token(arch, seq_len, phase) * batch_size * seq_len
+    return flops_per_token(arch, seq_len, trains) * batch_size * seq_len
 
 
 def generate_flops(arch: Architecture, batch_size: int, prompt_len: int, new_tokens: int) -> int:
     """Greedy generation with a KV cache: a prefill forward over the prompt (which yields the
     first new token), then one single-token forward per further token, attending to a context
     that has grown to ``prompt_len + k``: the forward formula with ``T`` = that context."""
-    prefill = flops_per_token(arch, prompt_len, "infer") * prompt_len
-    decode = sum(flops_per_token(arch, prompt_len + k, "infer") for k in range(1, new_tokens))
+    prefill = flops_per_token(arch, prompt_len, False) * prompt_len
+    decode = sum(flops_per_token(arch, prompt_len + k, False) for k in range(1, new_tokens))
     return (prefill + decode) * batch_size
 
 
@@ -140,14 +135,13 @@ def distill_flops(
     teacher: Architecture, student: Architecture, batch_size: int, seq_len: int
 ) -> int:
     """A teacher forward plus a student training step over the same ``batch x seq_len``."""
-    per_token = flops_per_token(teacher, seq_len, "infer") + flops_per_token(
-        student, seq_len, "train"
-    )
+    per_token = flops_per_token(teacher, seq_len, False) + flops_per_token(student, seq_len, True)
     return per_token * batch_size * seq_len
 
 
 def achieved_tflops(step_flops: float, times_s: Sequence[float]) -> float:
-    """``FLOPs / median round time``, in TFLOP/s: the basis of ``tokens_per_s`` (contract 6)."""
+    """``FLOPs / median round time``, in TFLOP/s: the basis of ``tokens_per_s``
+    (docs/measuring.md, "Throughput")."""
     return step_flops / statistics.median(times_s) / 1e12
 
 

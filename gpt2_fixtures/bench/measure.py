@@ -5,7 +5,7 @@ pedantic's untimed ``setup``/``teardown``: before a round it times the control w
 resets the memory peak, after a round it reads the peak. Warmup rounds go through the same
 hooks and are dropped afterwards. The recorded memory comes from settled untimed rounds after
 the timed ones (memory.py), once the control workload is released. ``measure_case`` is that
-sequence, for one device (session.py) and for a job of ranks (distributed.py) alike.
+sequence, for one device and for a job of ranks (``Job``, distributed.py) alike.
 """
 
 from __future__ import annotations
@@ -17,24 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 import torch
 
-# The memory side lives in memory.py; these names are the plugin's and the tests' way in.
-from gpt2_fixtures.bench.memory import (  # noqa: F401  re-exported
-    MALLOC_MODES,
-    MB,
-    SETTLED_ROUNDS,
-    CpuRssTracker,
-    CudaMemoryTracker,
-    MemoryTracker,
-    Reduce,
-    configure_malloc,
-    glibc,
-    malloc_setting,
-    memory_tracker,
-    resident_mb,
-    settled_memory,
-    settled_peaks,
-    trim_heap,
-)
+from gpt2_fixtures.bench.memory import MB, CpuRssTracker, MemoryTracker, Reduce, settled_memory
 
 T = TypeVar("T")
 
@@ -167,6 +150,25 @@ def run_pedantic(
     if stats is None:  # --benchmark-disable: the step ran once, untimed
         return None
     return list(stats.stats.data)
+
+
+class Job(Protocol):
+    """Ranks that measure one case together (distributed.py): a round starts on every rank at
+    once and ends when the slowest is done; per-round values are reduced across the ranks."""
+
+    size: int
+
+    def hooks(self, memory: MemoryTracker, control: Control | None) -> RoundHooks: ...
+
+    def timed(self, step: Callable[[], None]) -> Callable[[], None]: ...
+
+    def reduce(self, values: list[float]) -> list[float]: ...
+
+    def barrier(self) -> None: ...
+
+    def keys(self) -> dict[str, Any]:
+        """The job's own ``extra_info`` keys, recorded before the measured ones."""
+        ...
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,20 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# prepare (compile_s, attn_kernel) lives in prepare.py; these names stay importable from here.
-from gpt2_fixtures.bench.prepare import (  # noqa: F401  re-exported
-    attention_kernel,
-    compile_step,
-    kernel_of,
-    kernels_in,
-    prepare,
-)
-from gpt2_fixtures.config import PRECISIONS, Recipe
+from gpt2_fixtures.config import PHASE, PRECISIONS, Recipe
 
 # The torch dtype of each precision named in config.PRECISIONS.
 DTYPES = {name: getattr(torch, dtype) for name, dtype in PRECISIONS.items()}
-# Phases whose step trains (an optimizer step, fp32 master weights); flops and controls ask too.
-TRAINING_PHASES = ("train", "distill")
 # nanoGPT pads GPT-2's 50,257 tokens to 50,304 = 786 x 64: matmul tiles then divide the LM head.
 VOCAB_MULTIPLE = 64
 # The padded logits: finite in fp16 (max 65504) and bf16, and exp(PAD_LOGIT - max) is exactly 0.
@@ -46,6 +36,11 @@ PAD_LOGIT = -1.0e4
 
 def is_cuda(device: str) -> bool:
     return device.startswith("cuda")
+
+
+def trains(phase: str) -> bool:
+    """Whether the phase's step trains (an optimizer step on fp32 master weights)."""
+    return PHASE[phase].trains
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,7 +62,7 @@ def skip_reason(recipe: Recipe, device: str, phase: str, explicit: bool = False)
 
 
 def _phase_reason(recipe: Recipe, device: str, phase: str, explicit: bool) -> str | None:
-    training = phase in TRAINING_PHASES
+    training = trains(phase)
     if recipe.int8 and training:
         return (
             "int8 is post-training quantization for inference (int8 weights take no optimizer "
@@ -172,7 +167,7 @@ def autocast(recipe: Recipe, device: str, phase: str) -> AbstractContextManager[
     gradient become 0/0 = NaN); autocast with fp32 weights is what fp16/bf16 training means in
     practice (torch.amp, the Hugging Face Trainer's --fp16/--bf16).
     """
-    if phase in TRAINING_PHASES and recipe.precision != "fp32":
+    if trains(phase) and recipe.precision != "fp32":
         return torch.autocast(device_type=torch.device(device).type, dtype=DTYPES[recipe.precision])
     return nullcontext()
 
@@ -183,7 +178,7 @@ def weights_dtype(recipe: Recipe, phase: str) -> torch.dtype:
     int8 reports ``torch.int8``: the matmul weights are int8 (embeddings and layer norms stay
     fp32, activations are fp32).
     """
-    if phase in TRAINING_PHASES:
+    if trains(phase):
         return torch.float32
     if recipe.int8:
         return torch.int8
@@ -192,7 +187,7 @@ def weights_dtype(recipe: Recipe, phase: str) -> torch.dtype:
 
 def grad_scaler(recipe: Recipe, device: str, phase: str) -> torch.amp.GradScaler | None:
     """fp16 training needs loss scaling (gradients underflow in fp16); bf16 does not."""
-    if phase in TRAINING_PHASES and recipe.precision == "fp16":
+    if trains(phase) and recipe.precision == "fp16":
         return torch.amp.GradScaler(torch.device(device).type)
     return None
 
@@ -213,7 +208,7 @@ def apply(model: nn.Module, recipe: Recipe, device: str, phase: str) -> nn.Modul
     model = model.to(device)
     if recipe.int8:
         model = quantize_int8(model, device)
-    model.train(phase in TRAINING_PHASES)
+    model.train(trains(phase))
     if recipe.compile:
         # Lazy: compilation happens on the first call, which ``prepare`` times as compile_s.
         model = torch.compile(model)  # type: ignore[assignment]
@@ -361,9 +356,10 @@ def reference_recipe(recipe: Recipe) -> Recipe:
     return Recipe(attention=attention)
 
 
-def needs_logit_check(recipe: Recipe, phase: str) -> bool:
-    """Reduced-precision inference (int8, fp16, bf16) records ``max_logit_diff``."""
-    return phase == "infer" and recipe.dtype != "float32"
+def reduced(recipe: Recipe) -> bool:
+    """Reduced precision (int8, fp16, bf16): an inference phase with a logit check records its
+    ``max_logit_diff`` against fp32 (``phases.Adapter.logit_check``)."""
+    return recipe.dtype != "float32"
 
 
 def max_logit_diff(model: nn.Module, reference: nn.Module, batch: torch.Tensor) -> float:

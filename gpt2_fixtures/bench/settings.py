@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gpt2_fixtures.bench import controls, data, distill, generation, measure, models
+from gpt2_fixtures.bench import controls, data, distill, generation, memory, models
 from gpt2_fixtures.bench.environment import device_name
 from gpt2_fixtures.config import PRESETS, Recipe, parse_recipes
 
@@ -36,8 +36,8 @@ DEFAULTS = {
         "model": "gpt2",
         "batch_sizes": (1, 8, 32),
         "seq_lens": (128, 512, 1024),
-        # Issue 3's grid: attention x precision, FlashAttention-2, int8, torch.compile
-        # (docs/optimizations.md). padvocab and fusedadam are opt-in: name them.
+        # attention x precision, FlashAttention-2, int8, torch.compile (docs/optimizations.md,
+        # "Default grids"). padvocab and fusedadam are opt-in: name them.
         "optimizations": (
             "eager-fp32,sdpa-fp32,eager-bf16,sdpa-bf16,flash2-bf16,sdpa-fp16,int8,sdpa-bf16-compile"
         ),
@@ -82,7 +82,7 @@ class Settings:
             f"batch_sizes={','.join(map(str, self.batch_sizes))} "
             f"seq_lens={','.join(map(str, self.seq_lens))} optimizations={recipes} "
             f"rounds={self.rounds} warmup={self.warmup} cpu_threads={torch.get_num_threads()} "
-            f"malloc={measure.malloc_setting()} control={self.control} "
+            f"malloc={memory.malloc_setting()} control={self.control} "
             f"tokenizer={self.tokenizer.header()}"
             + "".join(f"\n  {p.header()}" for p in (self.generate, self.distill) if p)
         )

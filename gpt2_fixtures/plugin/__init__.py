@@ -18,7 +18,7 @@ from __future__ import annotations
 import pytest
 
 from gpt2_fixtures.bench import distributed as dist_bench
-from gpt2_fixtures.plugin import collection, fixtures, guards
+from gpt2_fixtures.plugin import collection, fixtures
 from gpt2_fixtures.plugin.gate_hooks import GateHooks
 from gpt2_fixtures.plugin.report_hooks import AtomicJsonHooks, ReportHooks
 
@@ -35,7 +35,6 @@ def pytest_configure(config: pytest.Config) -> None:
     dist_bench.rank_zero_outputs_only(config.option, dist_bench.launch_env())
     fixtures.settings(config)  # fail fast, before collection, with one line
     collection.check_marker_expression(config)
-    guards.sigterm_as_interrupt()
     collection.register_markers(config)
     config.pluginmanager.register(AtomicJsonHooks(), "gpt2-atomic-json")
     config.pluginmanager.register(GateHooks(config), "gpt2-gate")

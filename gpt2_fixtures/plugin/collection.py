@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gpt2_fixtures.bench import distributed as dist_bench
-from gpt2_fixtures.bench import session
+from gpt2_fixtures.bench import phases
+from gpt2_fixtures.config import PHASE_TABLE
 from gpt2_fixtures.plugin import guards
 from gpt2_fixtures.plugin.fixtures import settings, world_sizes
 from gpt2_fixtures.plugin.options import run_options
@@ -13,8 +14,7 @@ from gpt2_fixtures.plugin.outcomes import outcomes
 from gpt2_fixtures.plugin.shard import select
 
 # Marker -> phase: `pytest benchmarks -m inference` selects the inference phase.
-PHASE_MARKERS = {"train": "train", "inference": "infer", "generation": "generate"}
-PHASE_MARKERS |= {"distillation": "distill"}
+PHASE_MARKERS = {p.marker: p.name for p in PHASE_TABLE}
 GATE_MARKER = "gpt2_gate(**thresholds): per-benchmark gate thresholds, e.g. time='20%'"
 
 
@@ -70,8 +70,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     s = settings(metafunc.config)
     params = []
     peers = dist_bench.single_device_skip_reason(dist_bench.launch_env())
-    for case in session.grid(_phase(metafunc), s):
-        reason = session.skip_reason(case, s) or peers
+    for case in phases.grid(_phase(metafunc), s):
+        reason = phases.skip_reason(case, s) or peers
         marks = [pytest.mark.skip(reason=reason)] if reason else []
         params.append(pytest.param(case, id=case.id, marks=marks))
     metafunc.parametrize("gpt2_case", params)
@@ -81,10 +81,10 @@ def _parametrize_distributed(metafunc: pytest.Metafunc) -> None:
     """DDP/FSDP cases: strategy x training case x world size (docs/distributed.md)."""
     s, launch = settings(metafunc.config), dist_bench.launch_env()
     strategies = run_options(metafunc.config).strategies
-    cases = session.grid(_phase(metafunc), s)
+    cases = phases.grid(_phase(metafunc), s)
     params = []
     for dcase in dist_bench.grid(cases, strategies, world_sizes(metafunc.config, launch)):
-        reason = dist_bench.skip_reason(dcase, launch) or session.skip_reason(dcase.case, s)
+        reason = dist_bench.skip_reason(dcase, launch) or phases.skip_reason(dcase.case, s)
         marks = [pytest.mark.skip(reason=reason)] if reason else []
         params.append(pytest.param(dcase, id=dcase.id, marks=marks))
     metafunc.parametrize("gpt2_dist_case", params)

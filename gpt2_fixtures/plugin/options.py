@@ -1,7 +1,7 @@
 """Every ``--gpt2-*`` option, declared once: a ``RunOptions`` field carries its flag's help and
 parser, and the run's values are read back into the same dataclass by field name.
 
-Adding an option is one field here; a field named like a keyword of ``session.resolve`` reaches
+Adding an option is one field here; a field named like a keyword of ``settings.resolve`` reaches
 it without more code. The gate's own options come from ``gate.gate_options()`` (one list for the
 CLI and the plugin). Help texts end with the default, generated from the defaults' own tables.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from gpt2_fixtures import config as cfg
-from gpt2_fixtures.bench import controls, distill, flops, generation, measure, session
+from gpt2_fixtures.bench import controls, distill, flops, generation, memory, settings
 from gpt2_fixtures.bench import distributed as dist_bench
 from gpt2_fixtures.plugin import aliases
 from gpt2_fixtures.plugin.shard import Shard, parse_shard
@@ -73,14 +73,14 @@ def _shown(value: Any) -> str:
     return "the main grid's" if value is None else str(value)
 
 
-DEFAULTS, GEN, KD = session.DEFAULTS, generation.DEFAULTS, distill.DEFAULTS
+DEFAULTS, GEN, KD = settings.DEFAULTS, generation.DEFAULTS, distill.DEFAULTS
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    """The run's ``--gpt2-*`` values; fields named as ``session.resolve``'s keywords go there."""
+    """The run's ``--gpt2-*`` values; fields named as ``settings.resolve``'s keywords go there."""
 
-    # -- what runs and where (session.resolve) ------------------------------------------------
+    # -- what runs and where (settings.resolve) ------------------------------------------------
     model: str | None = option(
         None, f"Preset {list(cfg.PRESETS)}, hub id or local directory.",
         unset=per_device(DEFAULTS, "model"),
@@ -173,7 +173,7 @@ class RunOptions:
         "CPU runs: steady serves every block from glibc's heap and never trims it on free, so "
         "warmed-up steps do not re-fault freed memory (README, How it measures); system leaves "
         "the allocator as it is.",
-        choices=tuple(measure.MALLOC_MODES),
+        choices=tuple(memory.MALLOC_MODES),
     )
     shard: Shard | None = option(  # noqa: RUF009 (a field(), as every option here)
         None,
@@ -192,7 +192,7 @@ class RunOptions:
         "scaling efficiency.",
         type=cfg.parse_positive_ints, unset="the job's own size",
     )  # fmt: skip
-    # -- reports (logic in results/report.py and results/tracking.py) -------------------------
+    # -- reports (logic in results/report/ and results/tracking.py) --------------------------
     wandb: bool = option(
         False,
         "Log the session to Weights & Biases as one run (needs the wandb extra). WANDB_* "
@@ -208,7 +208,7 @@ class RunOptions:
     wandb_run_name: str | None = option(
         None, "W&B run name.", unset="$WANDB_NAME or a generated name"
     )
-    # -- the gate (logic in results/gate.py; its thresholds follow from gate.gate_options) ----
+    # -- the gate (logic in results/gate/; its thresholds follow from gate.gate_options) -----
     baseline: str | None = option(
         None,
         "Gate this run against a baseline result JSON at the end of the session; a regression "

@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from gpt2_fixtures.bench import measure, session
+from gpt2_fixtures.bench import measure, workbench
 from gpt2_fixtures.bench.distributed import DistCase
 from gpt2_fixtures.config import Case
 from gpt2_fixtures.plugin import benchmark_session
-from gpt2_fixtures.plugin.fixtures import BENCH_SESSION, SETTINGS, USER_ERRORS, device
+from gpt2_fixtures.plugin.fixtures import BENCH, SETTINGS, USER_ERRORS, device
 
 SECTION = "gpt2_bench"
-SECTION_VERSION = "0.3.0"  # the layout of the section (COMMON contract 1)
+SECTION_VERSION = "0.3.0"  # the layout of the section (README, "What each case records")
 OOM, ERROR = "oom", "error"
 _REASON_CHARS = 300
 
@@ -104,9 +104,9 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
         benchmark_session.drop_timing(pyfuncitem)
         _record(pyfuncitem, ERROR, one_line(exc))
         pytest.fail(f"{exc}", pytrace=False)
-    except session.OUT_OF_MEMORY as exc:
+    except workbench.OUT_OF_MEMORY as exc:
         benchmark_session.drop_timing(pyfuncitem)
-        message = session.out_of_memory_message(_case_name(pyfuncitem), exc)
+        message = workbench.out_of_memory_message(_case_name(pyfuncitem), exc)
         peak = measure.peak_memory_mb(device(pyfuncitem.config))
         _record(pyfuncitem, OOM, one_line(exc), peak)
     except BaseException as exc:
@@ -120,7 +120,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
             benchmark_session.record_what_ran(pyfuncitem, warmup)
         return result
     # Outside the except block the exception (and the tensors its frames hold) is released.
-    bench = pyfuncitem.config.stash.get(BENCH_SESSION, None)
+    bench = pyfuncitem.config.stash.get(BENCH, None)
     if bench is not None:
         bench.free_model()
     pytest.skip(message)

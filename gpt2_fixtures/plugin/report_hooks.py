@@ -1,5 +1,5 @@
 """End of session: the console summary per phase, the optional W&B run, the atomic JSON writer
-(logic in results/report.py and results/tracking.py; docs/report.md)."""
+(logic in results/report/ and results/tracking.py; docs/report.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 
 from gpt2_fixtures.plugin import benchmark_session
 from gpt2_fixtures.plugin.options import run_options
-from gpt2_fixtures.results import report, tracking
+from gpt2_fixtures.results import tracking
+from gpt2_fixtures.results.report import tables as report_tables
 
 
 class AtomicJsonHooks:
@@ -39,8 +40,8 @@ class ReportHooks:
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        # With per-round data (contract 15), so the summary can show the rounds' spread.
-        text = report.console_summary(benchmark_session.benchmark_dicts(self.config))
+        # With per-round data (docs/measuring.md, "The sequence"): the summary shows the spread.
+        text = report_tables.console_summary(benchmark_session.benchmark_dicts(self.config))
         if text:
             terminalreporter.section("gpt2-bench summary")
             terminalreporter.write(text)

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpt2_fixtures.results import report
 from gpt2_fixtures.results.metrics import EXTRA_METRICS
+from gpt2_fixtures.results.report import cases as report_cases
+from gpt2_fixtures.results.report import document as report_document
+from gpt2_fixtures.results.report import tables as report_tables
 
 DEFAULT_PROJECT = "gpt2-bench"
 # Without network wandb.init retries for init_timeout seconds (90 by default); the benchmark
@@ -30,7 +32,7 @@ DEFAULT_PROJECT = "gpt2-bench"
 INIT_TIMEOUT_S = 20.0
 _LOCAL_MODES = ("offline", "dryrun", "disabled")
 
-SPEEDUP = f"speedup_vs_{report.REFERENCE_RECIPE}"
+SPEEDUP = f"speedup_vs_{report_cases.REFERENCE_RECIPE}"
 # Judged metrics come from the one registry (results/metrics.py): a new row there is a new column.
 METRIC_COLUMNS: tuple[str, ...] = tuple(m.key for m in EXTRA_METRICS)
 # Table columns: raw numbers, not text; the speedup with its 95% interval.
@@ -77,7 +79,7 @@ class Outcome:
 # What is logged (plain data, testable without wandb)
 
 
-def case_row(case: report.CaseResult, speedup: report.Ratio | None) -> list[Any]:
+def case_row(case: report_cases.CaseResult, speedup: report_cases.Ratio | None) -> list[Any]:
     values: dict[str, Any] = {
         "name": case.name,
         "phase": case.phase,
@@ -97,16 +99,18 @@ def case_row(case: report.CaseResult, speedup: report.Ratio | None) -> list[Any]
     return [values[col] if col in values else case.metric(col) for col in TABLE_COLUMNS]
 
 
-def table_rows(cases: Sequence[report.CaseResult]) -> list[list[Any]]:
-    ups = report.speedup_ratios(cases)
+def table_rows(cases: Sequence[report_cases.CaseResult]) -> list[list[Any]]:
+    ups = report_cases.speedup_ratios(cases)
     rows = []
-    for phase in report.phases_in(cases):
-        in_phase = report.sort_cases([c for c in cases if c.phase == phase])
+    for phase in report_cases.phases_in(cases):
+        in_phase = report_tables.sort_cases([c for c in cases if c.phase == phase])
         rows += [case_row(c, ups[c.key]) for c in in_phase]
     return rows
 
 
-def run_config(results: Mapping[str, Any], cases: Sequence[report.CaseResult]) -> dict[str, Any]:
+def run_config(
+    results: Mapping[str, Any], cases: Sequence[report_cases.CaseResult]
+) -> dict[str, Any]:
     """Grid, device, versions and commit. Only named fields: nothing from the environment."""
     machine = results.get("machine_info") or {}
     gpt2 = dict(machine.get("gpt2") or {})
@@ -114,7 +118,7 @@ def run_config(results: Mapping[str, Any], cases: Sequence[report.CaseResult]) -
     version_keys = ("torch", "transformers", "datasets", "python", "cuda_version", "driver_version")
     return {
         "grid": {
-            "phases": report.phases_in(cases),
+            "phases": report_cases.phases_in(cases),
             "optimizations": sorted({c.optimization for c in cases}),
             "models": sorted({str(c.model) for c in cases if c.model}),
             "batch_sizes": sorted({c.batch_size for c in cases if c.batch_size}),
@@ -132,14 +136,14 @@ def run_config(results: Mapping[str, Any], cases: Sequence[report.CaseResult]) -
     }
 
 
-def summary_metrics(cases: Sequence[report.CaseResult]) -> dict[str, float]:
+def summary_metrics(cases: Sequence[report_cases.CaseResult]) -> dict[str, float]:
     """``<phase>/<case id>/<metric>`` for every case, plus the best and median speedup per phase."""
     out: dict[str, float] = {}
     for case in cases:
         case_id = case.name.partition("[")[2].rstrip("]") or case.name
         values = {"median_ms": case.median_ms, **{k: case.metric(k) for k in SUMMARY_METRICS[1:]}}
         out.update({f"{case.phase}/{case_id}/{k}": v for k, v in values.items() if v is not None})
-    out.update(report.summary_statistics(cases))
+    out.update(report_document.summary_statistics(cases))
     return out
 
 
@@ -205,12 +209,12 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _log_contents(
-    wandb: Any, run: Any, results: Mapping[str, Any], cases: Sequence[report.CaseResult]
+    wandb: Any, run: Any, results: Mapping[str, Any], cases: Sequence[report_cases.CaseResult]
 ) -> None:
     run.log({"cases": wandb.Table(columns=list(TABLE_COLUMNS), data=table_rows(cases))})
     run.summary.update(summary_metrics(cases))
     with tempfile.TemporaryDirectory(prefix="gpt2-bench-wandb-") as tmp:
-        plots = report.write_plots(cases, Path(tmp))
+        plots = report_document.write_plots(cases, Path(tmp))
         images = {
             f"plots/{plot.path.stem}": wandb.Image(str(plot.path), caption=plot.caption)
             for phase_plots in plots.values()
@@ -244,7 +248,7 @@ def log_results(results: Mapping[str, Any], options: WandbOptions) -> Outcome:
             "wandb is not installed (pip install 'gpt2-bench[wandb]'); results not logged to W&B",
         )
     try:
-        cases = report.cases_from_benchmarks(results.get("benchmarks") or [])
+        cases = report_cases.cases_from_benchmarks(results.get("benchmarks") or [])
         run, note = _start_run(wandb, options, run_config(results, cases))
         try:
             _log_contents(wandb, run, results, cases)

@@ -13,17 +13,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpt2_fixtures.config import PHASE_TABLE, PHASES
+
 REFERENCE_RECIPE = "eager-fp32"
-PHASE_ORDER = ("train", "infer", "generate", "distill")
 Z_95 = 1.959964  # two-sided 95%: the gate's default alpha is 0.05 as well
 
 # Benchmark function name -> phase, for result files whose extra_info lacks "phase".
-_PHASE_BY_FUNCTION = {
-    "test_train": "train",
-    "test_infer": "infer",
-    "test_generate": "generate",
-    "test_distill": "distill",
-}
+_PHASE_BY_FUNCTION = {p.benchmark: p.name for p in PHASE_TABLE}
 # The id part of a benchmark name: "<optimization>-b<batch>-s<seq_len>[-<extra>...]".
 _CASE_ID = re.compile(r"^(?P<opt>.+?)-b(?P<batch>\d+)-s(?P<seq>\d+)(?:-(?P<variant>.*))?$")
 
@@ -142,7 +138,7 @@ def cases_from_benchmarks(benchmarks: Iterable[Mapping[str, Any]]) -> list[CaseR
 
 def phases_in(cases: Iterable[CaseResult]) -> list[str]:
     found = dict.fromkeys(c.phase for c in cases)
-    return [p for p in PHASE_ORDER if p in found] + sorted(p for p in found if p not in PHASE_ORDER)
+    return [p for p in PHASES if p in found] + sorted(p for p in found if p not in PHASES)
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpt2_fixtures.config import Phase
 from gpt2_fixtures.results import files
 from gpt2_fixtures.results.report.cases import (
     REFERENCE_RECIPE,
@@ -74,7 +75,7 @@ def write_plots(cases: Sequence[CaseResult], out_dir: Path) -> dict[str, list[Pl
                 "Tokens per second against sequence length, one panel per batch size.",
             ),
         ]
-        if phase == "generate":
+        if Phase.of(phase).per_token_latency:
             drawn.append(
                 (
                     plot_generation(in_phase, out_dir / "generation_latency.png"),

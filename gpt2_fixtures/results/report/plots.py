@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gpt2_fixtures.config import Phase
 from gpt2_fixtures.results.report.cases import (
     REFERENCE_RECIPE,
     CaseResult,
@@ -90,7 +91,7 @@ def _sorted_values(values: Iterable[int | None]) -> list[int]:
 
 
 def _length_label(phase: str) -> str:
-    return "prompt length (tokens)" if phase == "generate" else "sequence length (tokens)"
+    return Phase.of(phase).axis
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,13 +353,12 @@ def plot_memory(
 
 def plot_throughput(phase: str, cases: Sequence[CaseResult], path: Path) -> Path | None:
     """Tokens per second against sequence length, one line per recipe, one panel per batch."""
-    labels = (_length_label(phase), "throughput (tokens/s)")
-    if phase == "generate":  # seq_len is the prompt; tokens_per_s counts generated tokens
-        labels = (_length_label(phase), "throughput (generated tokens/s)")
+    labels = (_length_label(phase), Phase.of(phase).rate)  # generate: generated tokens/s
     fig = _line_panels(cases, "batch_size", "seq_len", "tokens_per_s", labels, "batch size")
     if fig is None:
         return None
-    # 0.3.0 results keep the old mean of per-round rates as tokens_per_s_mean (contract 6).
+    # 0.3.0 results keep the old mean of per-round rates as tokens_per_s_mean
+    # (docs/measuring.md, "Throughput").
     basis = "the median round time" if _has(cases, "tokens_per_s_mean") else "per-round rates"
     title = f"{phase}: throughput from {basis} (error bars: std over rounds)"
     return _save(fig, path, title, cases)

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from gpt2_fixtures.results import ab, gate
-from gpt2_fixtures.results.history_series import DeviceGroup, Point, entries_at
+from gpt2_fixtures.results import files, gate, pooling
+from gpt2_fixtures.results.history.series import DeviceGroup, Point, entries_at
 from gpt2_fixtures.results.metrics import METRICS, TIME, TIME_RATIO, Metric
 
 CONFIRMED = (gate.REGRESSION, gate.IMPROVED)
@@ -41,7 +41,7 @@ class Series:
     _pooled: dict[tuple[int, int], dict[str, Any] | None] = field(default_factory=dict)
 
     def pooled(self, lo: int, hi: int) -> dict[str, Any] | None:
-        """The points lo..hi-1 as one result document (ab.pool_results), or None."""
+        """The points lo..hi-1 as one result document (pooling.pool_results), or None."""
         if (lo, hi) not in self._pooled:
             docs = [
                 {"machine_info": p.docs[0].get("machine_info") or {}, "benchmarks": [e]}
@@ -49,8 +49,8 @@ class Series:
                 for e in es
             ]
             try:
-                self._pooled[lo, hi] = ab.pool_results(docs)
-            except ab.AbError:
+                self._pooled[lo, hi] = pooling.pool_results(docs, "history segment")
+            except files.UnusableInput:
                 self._pooled[lo, hi] = None
         return self._pooled[lo, hi]
 

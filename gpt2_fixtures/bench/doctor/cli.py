@@ -3,8 +3,8 @@
 One table of checks, each ok, warn or fail with a one-line fix: torch's build and CUDA against
 the driver, the device, which recipes can run and why not, the GPU's and the CPU's state, and a
 noise probe of the real step. Exit 0 when nothing fails, 1 when a check fails, 2 on bad
-arguments. The rules are in doctor_checks (pure), the facts in doctor_facts, the probe in
-doctor_noise; docs/ci.md says how to read the table.
+arguments. The rules are in checks.py (pure), the facts in facts.py, the probe in noise.py;
+docs/ci.md says how to read the table.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gpt2_fixtures.bench import doctor_checks as checks
-from gpt2_fixtures.bench import doctor_facts as facts
-from gpt2_fixtures.bench.doctor_checks import Check
+from gpt2_fixtures.bench.doctor import checks, facts
+from gpt2_fixtures.bench.doctor.checks import Check
 
 PACKAGES = (
     (
@@ -91,7 +90,7 @@ def _recipes(device: str) -> Check:
 def _malloc_mode() -> str:
     """What --gpt2-malloc's default (steady) would set here, without changing this process."""
     try:
-        from gpt2_fixtures.bench.measure import glibc
+        from gpt2_fixtures.bench.memory import glibc
     except ImportError:
         return "unknown"
     return (
@@ -159,7 +158,7 @@ def add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_doctor(args: argparse.Namespace) -> int:
     """`gpt2-bench doctor`: exit 0 when nothing fails, 1 when a check fails, 2 on bad input."""
-    from gpt2_fixtures.bench import doctor_noise
+    from gpt2_fixtures.bench.doctor import noise as doctor_noise  # the probe's torch, lazily
     from gpt2_fixtures.results.files import atomic_write_text
 
     if args.probe_rounds < 2:

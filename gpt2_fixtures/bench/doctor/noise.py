@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpt2_fixtures.bench.doctor_checks import FAIL, OK, WARN, Check
+from gpt2_fixtures.bench.doctor.checks import FAIL, OK, WARN, Check
 
 POWER = 0.80
 GRID_BENCHMARKS = 25  # judged benchmarks of the default CPU grid: the gate splits alpha over them
 PROBE_ROUNDS = 8
 PROBE_TIMEOUT_S = 150
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ def _gate_defaults(device: str) -> tuple[int, float, float]:
     """(default rounds, time threshold, alpha) as the suite and the gate use them."""
     rounds, threshold, alpha = 20, 0.10, 0.01  # the 0.2 defaults, if the modules moved
     try:
-        from gpt2_fixtures.bench.session import DEFAULTS
+        from gpt2_fixtures.bench.settings import DEFAULTS
         from gpt2_fixtures.results.gate import GateSettings
 
         settings = GateSettings()

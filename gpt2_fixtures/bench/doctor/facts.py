@@ -16,7 +16,7 @@ import sysconfig
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from gpt2_fixtures.bench.doctor_checks import CpuFacts, GpuFacts, TorchFacts
+from gpt2_fixtures.bench.doctor.checks import CpuFacts, GpuFacts, TorchFacts
 
 # nvidia-smi --query-gpu fields, in the order they are parsed
 GPU_FIELDS = (
@@ -218,7 +218,7 @@ def recipe_reasons(device: str, recipe_ids: Sequence[str]) -> dict[str, str | No
 
 def default_recipes(device: str) -> list[str]:
     """The device's default grid, plus the compile recipe on CPU (it is opt-in there)."""
-    from gpt2_fixtures.bench.session import DEFAULTS
+    from gpt2_fixtures.bench.settings import DEFAULTS
 
     ids = str(DEFAULTS["cuda" if device.startswith("cuda") else "cpu"]["optimizations"]).split(",")
     return ids if device.startswith("cuda") else [*ids, "sdpa-compile"]

@@ -1,12 +1,13 @@
-"""BenchSession end to end on the tiny preset with a stand-in benchmark fixture: what each phase's
+"""Workbench end to end on the tiny preset with a stand-in benchmark fixture: what each phase's
 benchmark records, and from which rounds (no timing is asserted: the times are made up)."""
 
 import statistics
 
 import pytest
-from fake_benchmark import FakeBenchmark
+from helpers import FakeBenchmark
 
-from gpt2_fixtures.bench import distill, generation, session, steps
+from gpt2_fixtures.bench import distill, generation, settings, steps
+from gpt2_fixtures.bench.workbench import Workbench
 from gpt2_fixtures.config import Case, parse_recipe
 
 SDPA = parse_recipe("sdpa")
@@ -17,11 +18,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def bench():
-    s = session.resolve(
+    s = settings.resolve(
         device="cpu", batch_sizes=(1,), seq_lens=(16,), rounds=ROUNDS, warmup=WARMUP,
         prompt_lens=(16,), new_tokens=(4,), teacher="tiny", control="matmul",
     )  # fmt: skip
-    b = session.BenchSession(s)
+    b = Workbench(s)
     yield b
     b.free_model()
 
@@ -45,7 +46,7 @@ def test_generate_latencies_come_from_the_timed_rounds_only(bench):
     case = generation.grid([SDPA], bench.settings.generate)[0]
     model = bench.model(case)
     step, state = generation.generate_step(model, bench.batch(case), SDPA, "cpu", 4)
-    measured = bench.measure(FakeBenchmark(), case, step, model, tokens=4)
+    measured = bench.measure(FakeBenchmark(), case, step, model)  # counts 1 x 4 new tokens
     every_call = state.clock.rounds_s()
     # prepare's profile call, the warmup, the timed rounds, the settled memory steps
     assert len(every_call) == measured.calls > ROUNDS + WARMUP

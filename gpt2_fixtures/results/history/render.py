@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from gpt2_fixtures.results import gate
-from gpt2_fixtures.results import history_detect as detect
-from gpt2_fixtures.results.history import History
+from gpt2_fixtures.results.history import detect
+from gpt2_fixtures.results.history.analysis import History
 from gpt2_fixtures.results.metrics import METRICS, TIME, TIME_RATIO
 
 COLUMNS = (

@@ -2,7 +2,7 @@
 
 Reads result files (a pytest-benchmark storage folder, a folder of JSON, or a list), orders them
 by commit time, splits them by device, and reports the change points the gate would also judge
-(history_detect), newest first, in history.md with one PNG per benchmark that changed. Exit 1 when
+(detect.py), newest first, in history.md with one PNG per benchmark that changed. Exit 1 when
 the newest level of any benchmark is a regression still in place, 0 otherwise, 2 on unusable
 input. Pure JSON and numpy: no torch, no pytest. See docs/history.md.
 """
@@ -12,62 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gpt2_fixtures import config
 from gpt2_fixtures.results import files, gate
-from gpt2_fixtures.results import history_detect as detect
-from gpt2_fixtures.results import history_series as hs
-from gpt2_fixtures.results.metrics import TIME, TIME_RATIO, Metric
-
-# time/control falls back to raw time for a series without an aligned control
-DEFAULT_METRICS = ("time/control", "peak_memory_mb")
-MIN_SEGMENT = 3  # points on each side of a change: one outlier run is never a change point
-
-
-@dataclass
-class History:
-    groups: list[hs.DeviceGroup]
-    metrics: tuple[Metric, ...]
-    changes: list[detect.ChangePoint] = field(default_factory=list)
-    series: int = 0  # series analysed
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def in_place(self) -> list[detect.ChangePoint]:
-        return [c for c in self.changes if c.still_in_place]
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.in_place else 0
-
-    def newest_first(self) -> list[detect.ChangePoint]:
-        return sorted(self.changes, key=lambda c: (c.when, c.benchmark, c.metric), reverse=True)
-
-
-def analyse(
-    groups: list[hs.DeviceGroup],
-    metrics: tuple[Metric, ...],
-    settings: gate.GateSettings,
-    min_size: int = MIN_SEGMENT,
-) -> History:
-    history = History(groups, metrics)
-    for group in groups:
-        keys = hs.benchmark_keys(group)
-        # Bonferroni over the group's benchmarks: the level where the gate's Holm step-down starts
-        per_test = replace(settings, alpha=settings.alpha / max(1, len(keys)))
-        for key in keys:
-            for metric in metrics:
-                series = detect.build_series(group, key, metric)
-                if series is None and metric == TIME_RATIO and TIME not in metrics:
-                    series = detect.build_series(group, key, TIME)
-                if series is None:
-                    continue
-                history.series += 1
-                history.changes.extend(detect.analyse(series, per_test, min_size))
-    return history
-
+from gpt2_fixtures.results.history import detect, render
+from gpt2_fixtures.results.history import series as hs
+from gpt2_fixtures.results.history.analysis import DEFAULT_METRICS, MIN_SEGMENT, analyse
 
 # --- command line -------------------------------------------------------------------------------
 
@@ -123,8 +74,6 @@ def run_history(args: argparse.Namespace) -> int:
         return 2
     history = analyse(groups, metrics, settings, args.min_segment)
     history.notes.extend(notes)
-    from gpt2_fixtures.results import history_render as render
-
     out = Path(args.out)
     plots = render.write_plots(history, out)
     files.atomic_write_text(out / "history.md", render.to_markdown(history, plots))

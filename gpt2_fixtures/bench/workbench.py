@@ -1,10 +1,9 @@
-"""The benchmark session: what is loaded once (tokenizer, blocks, one model) and how a case is
-measured.
+"""The model and data cache behind the ``gpt2_bench`` fixture, and how a case is measured.
 
-``BenchSession`` is the object behind the session fixture. It holds one model at a time: a new
-model key frees the previous model before the next is built, so the peak memory of a case is
-never inflated by a model of an earlier case. Settings live in settings.py and machine facts in
-environment.py; the names the plugin uses are importable from here too.
+``Workbench`` holds what is loaded once (tokenizer, packed blocks) and one model at a time: a
+new model key frees the previous model before the next is built, so the peak memory of a case
+is never inflated by a model of an earlier case. What differs by phase is its adapter's
+(phases.py); settings live in settings.py and machine facts in environment.py.
 """
 
 from __future__ import annotations
@@ -15,34 +14,17 @@ from typing import Any
 
 import torch
 
-from gpt2_fixtures.bench import (
-    controls,
-    data,
-    distill,
-    flops,
-    generation,
-    measure,
-    models,
-    optimizations,
-)
-from gpt2_fixtures.bench.environment import (  # noqa: F401  re-exported for the plugin
-    cpu_model,
-    device_name,
-    environment,
-)
+from gpt2_fixtures.bench import controls, data, distill, flops, models, optimizations, phases
+from gpt2_fixtures.bench.environment import device_name
 from gpt2_fixtures.bench.errors import first_line
-from gpt2_fixtures.bench.settings import (  # noqa: F401  re-exported for the plugin
-    DEFAULTS,
-    Settings,
-    SettingsError,
-    resolve,
-    resolve_device,
-    set_cpu_threads,
-)
+from gpt2_fixtures.bench.measure import CountedStep, Job, Measured, RoundHooks, measure_case
+from gpt2_fixtures.bench.memory import MB, memory_tracker, resident_mb, trim_heap
+from gpt2_fixtures.bench.prepare import prepare
+from gpt2_fixtures.bench.settings import Settings, SettingsError
 from gpt2_fixtures.config import Case
 
 
-class BenchSession:
+class Workbench:
     """Loaded once per pytest session: tokenizer, packed blocks per length, the current model."""
 
     def __init__(self, settings: Settings) -> None:
@@ -60,7 +42,7 @@ class BenchSession:
         # The distill phase's second slot, tied to the current model key and freed with it.
         self._teacher: torch.nn.Module | None = None
         self._configs: dict[models.ModelSpec, Any] = {}
-        # What the process held just before the current model was built (measure.resident_mb):
+        # What the process held just before the current model was built (resident_mb):
         # the base of every case's footprint_memory_mb while that model lives.
         self._base_mb: float | None = None
 
@@ -73,14 +55,14 @@ class BenchSession:
 
     def blocks(self, seq_len: int) -> torch.Tensor:
         """Packed blocks of ``seq_len`` tokens, made once; what making them holds belongs to the
-        session, so it is added to the footprint's base when a model is already built."""
+        workbench, so it is added to the footprint's base when a model is already built."""
         if seq_len not in self._blocks:
             dev = self.settings.device
-            before = measure.resident_mb(dev) if self._base_mb is not None else None
+            before = resident_mb(dev) if self._base_mb is not None else None
             if self._text is None:
                 self._text = data.load_text(self.settings.dataset)
             self._blocks[seq_len] = data.pack_blocks(self._text, self.tokenizer, seq_len)
-            after = measure.resident_mb(dev) if before is not None else None
+            after = resident_mb(dev) if before is not None else None
             if self._base_mb is not None and before is not None and after is not None:
                 self._base_mb += after - before
         return self._blocks[seq_len]
@@ -104,10 +86,6 @@ class BenchSession:
             self._configs[spec] = models.model_config(spec)
         return self._configs[spec]
 
-    def spec_for(self, phase: str) -> models.ModelSpec:
-        """The measured model of a phase: the student for distill, else --gpt2-model's."""
-        return self.distill_options().student if phase == "distill" else self.spec
-
     def distill_options(self) -> distill.DistillOptions:
         if self.settings.distill is None:
             raise SettingsError("these settings were built without distillation options")
@@ -118,12 +96,12 @@ class BenchSession:
         key = (case.recipe, case.phase)
         if key != self._model_key:
             self.free_model()
-            spec = self.spec_for(case.phase)
+            spec = phases.ADAPTERS[case.phase].spec(self)
             # What the process keeps for good (data, tokenizer, model code) is no case's own:
             # loaded before the footprint's base is read.
             self.blocks(case.seq_len)
             models.import_model_code(self.config_of(spec), case.recipe)
-            self._base_mb = measure.resident_mb(self.settings.device)
+            self._base_mb = resident_mb(self.settings.device)
             built = models.build(spec, case.recipe, self.config_of(spec))
             self._model_n_params = models.n_params(built)
             dev = self.settings.device
@@ -154,70 +132,69 @@ class BenchSession:
         self._base_mb = None
         models.release()
 
-    @property
-    def memory_base_mb(self) -> float | None:
-        """The base of the current model's cases' ``footprint_memory_mb`` (None: no model)."""
-        return self._base_mb
-
     # -- measuring -----------------------------------------------------------------------------
+    def n_params(self, model: torch.nn.Module) -> int:
+        return self._model_n_params if model is self._model else models.n_params(model)
+
     def measure(
         self,
         benchmark: Any,
         case: Case,
         step: Callable[[], None],
         model: torch.nn.Module,
-        tokens: int | None = None,
-    ) -> measure.Measured:
+        job: Job | None = None,
+    ) -> Measured:
         """Time ``step`` round by round; ``.info`` holds the case's ``extra_info`` measurements.
 
-        ``tokens``: tokens per step counted in ``tokens_per_s`` (default ``case.tokens``; the
-        generate phase counts generated tokens); it also sizes the control workload.
+        The one measuring path: on one device, or on every rank of a ``job`` (distributed.py),
+        whose record is then the slowest rank's round and the whole job's throughput.
         """
-        s = self.settings
-        n = self._model_n_params if model is self._model else models.n_params(model)
-        tokens = case.tokens if tokens is None else tokens
-        counted = measure.CountedStep(step)
-        hooks = measure.RoundHooks(
-            measure.memory_tracker(s.device),
-            controls.control_for(model, s.device, case, tokens, n, s.control),
-        )
-        prepared = optimizations.prepare(counted, case.recipe, model)  # compile_s, attn_kernel
-        result = measure.measure_case(
-            benchmark, counted, hooks, (s.rounds, s.warmup), (case.batch_size, tokens),
-            base_mb=self._base_mb,
-        )  # fmt: skip
-        info = self.describe(case, n) | prepared | {"loss": None} | result.info
-        info |= self.flops_info(case, result.times)
-        info["max_logit_diff"] = self.logit_diff(case, model)
+        s, adapter = self.settings, phases.ADAPTERS[case.phase]
+        n, tokens = self.n_params(model), adapter.tokens(case)
+        counted = CountedStep(step)
+        control = controls.control_for(model, s.device, case, tokens, n, s.control, adapter.twin)
+        memory = memory_tracker(s.device)
+        hooks = RoundHooks(memory, control) if job is None else job.hooks(memory, control)
+        prepared = prepare(counted, case.recipe, model)  # compile_s, attn_kernel
+        result = self._rounds(benchmark, counted, hooks, (case.batch_size, tokens), job)
+        info = self.describe(case, n) | prepared | {"loss": None}
+        info |= {} if job is None else job.keys()
+        info |= result.info | self.flops_info(case, result.times)
+        if job is None:
+            info["max_logit_diff"] = self.logit_diff(case, model)
         return dataclasses.replace(result, info=info)
+
+    def _rounds(
+        self,
+        benchmark: Any,
+        counted: CountedStep,
+        hooks: RoundHooks,
+        work: tuple[int, int],
+        job: Job | None,
+    ) -> Measured:
+        """The timed and settled rounds; a job's from a common start, counting all its work."""
+        plan, base = (self.settings.rounds, self.settings.warmup), self._base_mb
+        if job is None:
+            return measure_case(benchmark, counted, hooks, plan, work, base_mb=base)
+        job.barrier()
+        work = (work[0] * job.size, work[1] * job.size)
+        return measure_case(
+            benchmark, counted, hooks, plan, work,
+            timed_step=job.timed(counted), reduce=job.reduce, base_mb=base,
+        )  # fmt: skip
 
     def flops_info(self, case: Case, times: list[float] | None) -> dict[str, Any]:
         """``flops_per_step``, ``achieved_tflops``, ``mfu``, ``peak_tflops`` (see flops.py)."""
         s = self.settings
-        step_flops = self.step_flops(case)
+        step_flops = phases.ADAPTERS[case.phase].step_flops(self, case)
         dtype = flops.compute_dtype(case.recipe.precision, case.recipe.int8, flops.tf32_matmul())
         peak = s.peak_tflops or flops.peak_tflops(s.device, device_name(s.device), dtype)
         return flops.flops_metrics(step_flops, times, peak)
 
-    def step_flops(self, case: Case) -> int | None:
-        """FLOPs of one step of ``case`` (flops.py); None for a model that is not GPT-2."""
-        b, t = case.batch_size, case.seq_len
-        if case.phase == "distill":
-            opts = self.distill_options()
-            teacher = flops.architecture(self.config_of(opts.teacher))
-            student = flops.architecture(self.config_of(opts.student))
-            if teacher is None or student is None:
-                return None
-            return flops.distill_flops(teacher, student, b, t)
-        arch = flops.architecture(self.config)
-        if arch is not None and case.phase == "generate":
-            return flops.generate_flops(arch, b, t, int(dict(case.extra)["n"]))
-        return flops.flops_per_step(arch, b, t, case.phase)
-
     def logit_diff(self, case: Case, model: torch.nn.Module) -> float | None:
         """Reduced-precision inference against the fp32 model on the case's batch, after the
         measured rounds (so the reference model never counts in the case's memory peak)."""
-        if not optimizations.needs_logit_check(case.recipe, case.phase):
+        if not (phases.ADAPTERS[case.phase].logit_check and optimizations.reduced(case.recipe)):
             return None
         recipe = optimizations.reference_recipe(case.recipe)
         reference = optimizations.apply(
@@ -228,10 +205,11 @@ class BenchSession:
         finally:
             del reference
             models.release()
-            measure.trim_heap()
+            trim_heap()
 
     def describe(self, case: Case, n_params: int) -> dict[str, Any]:
         """What the case is: the keys that say which configuration produced the numbers."""
+        weights_dtype = optimizations.weights_dtype(case.recipe, case.phase)
         return {
             "phase": case.phase,
             "model": self.settings.model,
@@ -239,9 +217,7 @@ class BenchSession:
             "optimization": case.recipe.id,
             "attn_implementation": case.recipe.attn_implementation,
             "dtype": case.recipe.dtype,
-            "weights_dtype": str(optimizations.weights_dtype(case.recipe, case.phase)).split(".")[
-                -1
-            ],
+            "weights_dtype": str(weights_dtype).split(".")[-1],
             "device": self.settings.device,
             "device_name": device_name(self.settings.device),
             "batch_size": case.batch_size,
@@ -249,42 +225,13 @@ class BenchSession:
             "n_params": n_params,
             "dataset": self.settings.dataset,
             "tokenizer": self.settings.tokenizer.source,
-        } | self._phase_keys(case)
-
-    def _phase_keys(self, case: Case) -> dict[str, Any]:
-        """The generate and distill phases' own configuration keys."""
-        if case.phase == "generate":
-            return {"prompt_len": case.seq_len, "new_tokens": generation.new_tokens_of(case)}
-        if case.phase != "distill":
-            return {}
-        d = self.distill_options()
-        return {
-            "model": d.student.name,
-            "weights": "pretrained" if d.student.pretrained else "random",
-            "teacher": d.teacher.name,
-            "student": d.student.name,
-            "temperature": d.temperature,
-            "alpha": d.alpha,
-        }
+        } | phases.ADAPTERS[case.phase].keys(self, case)
 
 
 # ---------------------------------------------------------------------------------------------
-# Grid, skips, failures, environment
+# Failures
 
 OUT_OF_MEMORY: tuple[type[BaseException], ...] = (torch.OutOfMemoryError,)
-
-
-def grid(phase: str, s: Settings) -> list[Case]:
-    """The cases of one phase, recipe-major (each model is built once)."""
-    if phase == "generate" and s.generate is not None:
-        return generation.grid(s.recipes, s.generate)
-    if phase == "distill" and s.distill is not None:
-        return distill.grid(s.recipes, s.distill)
-    return [Case(phase, r, b, t) for r in s.recipes for b in s.batch_sizes for t in s.seq_lens]
-
-
-def skip_reason(case: Case, s: Settings) -> str | None:
-    return optimizations.skip_reason(case.recipe, s.device, case.phase, s.recipes_explicit)
 
 
 def out_of_memory_message(name: str, exc: BaseException) -> str:
@@ -292,5 +239,5 @@ def out_of_memory_message(name: str, exc: BaseException) -> str:
     first = first_line(exc, 240) if str(exc).strip() else "out of memory"
     held = ""
     if torch.cuda.is_available():
-        held = f"; {torch.cuda.max_memory_allocated() / measure.MB:.0f} MB peak allocated"
+        held = f"; {torch.cuda.max_memory_allocated() / MB:.0f} MB peak allocated"
     return f"{name}: out of memory ({first}{held}); memory released, the grid goes on"

@@ -1,6 +1,6 @@
 """The checks of `gpt2-bench doctor`, as pure functions of facts gathered elsewhere.
 
-Each check takes plain facts (doctor_facts gathers them from torch, nvidia-smi, /proc and /sys)
+Each check takes plain facts (facts.py gathers them from torch, nvidia-smi, /proc and /sys)
 and returns one ``Check``: ok, warn or fail, what was found, and a one-line fix. Nothing here
 imports torch or runs a program, so every rule is tested with faked facts (tests/test_doctor.py).
 """
