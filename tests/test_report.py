@@ -645,3 +645,15 @@ def test_throughput_title_says_what_the_figure_is_from(tmp_path: Path, captured:
         "train", report_cases.cases_from_benchmarks(entries), tmp_path / "b.png"
     )
     assert "the median round time" in captured.title("b.png")
+
+
+def test_the_report_and_the_gate_show_one_interval() -> None:
+    # one implementation: a change's interval in the report is the gate's, to the last digit
+    from gpt2_fixtures.results.gate.stats import rounds_change_ci
+    from gpt2_fixtures.results.report.cases import rounds_interval
+
+    new = [0.0105 + 0.0002 * (i % 5) for i in range(20)]
+    old = [0.0100 + 0.0003 * (i % 4) for i in range(20)]
+    low, high = rounds_change_ci(new, old)
+    assert low is not None and high is not None
+    assert rounds_interval(new, old) == (1 + low, 1 + high)

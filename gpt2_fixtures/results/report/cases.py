@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpt2_fixtures.config import PHASE_TABLE, PHASES
+from gpt2_fixtures.results.gate.stats import Z_95, mean_change_ci, rounds_change_ci
 
 REFERENCE_RECIPE = "eager-fp32"
-Z_95 = 1.959964  # two-sided 95%: the gate's default alpha is 0.05 as well
 
 # Benchmark function name -> phase, for result files whose extra_info lacks "phase".
 _PHASE_BY_FUNCTION = {p.benchmark: p.name for p in PHASE_TABLE}
@@ -180,21 +180,11 @@ def relative_change(new: float | None, old: float | None) -> float | None:
 
 
 def rounds_interval(num: Sequence[float], den: Sequence[float]) -> tuple[float, float] | None:
-    """95% interval of the ratio num/den of two sets of positive round times.
-
-    The Hodges-Lehmann shift of the log times, with the distribution-free interval that inverts
-    the Mann-Whitney U test (Moses): the k-th smallest and largest of all pairwise differences,
-    k from U's normal approximation. None with too few rounds for any interval."""
-    a = [math.log(x) for x in num if x > 0]
-    b = [math.log(x) for x in den if x > 0]
-    n, m = len(a), len(b)
-    if n < 2 or m < 2:
-        return None
-    k = math.floor(n * m / 2 - Z_95 * math.sqrt(n * m * (n + m + 1) / 12))
-    if k < 1:
-        return None
-    diffs = sorted(x - y for x in a for y in b)
-    return math.exp(diffs[k - 1]), math.exp(diffs[n * m - k])
+    """95% interval of the ratio num/den of two sets of positive round times: the gate's own
+    interval of the change (``stats.rounds_change_ci``), so the report and the verdict never
+    disagree. None with too few rounds for any interval."""
+    low, high = rounds_change_ci([x for x in num if x > 0], [x for x in den if x > 0])
+    return None if low is None or high is None else (1 + low, 1 + high)
 
 
 def _normal_log_interval(
@@ -228,10 +218,12 @@ def metric_ratio(new: CaseResult, old: CaseResult, key: str, std_key: str) -> Ra
     if a is None or b is None or b <= 0 or a < 0:
         return None
     sa, sb = new.metric(std_key), old.metric(std_key)
-    if sa is None or sb is None or new.rounds < 2 or old.rounds < 2:
+    if sa is None or sb is None:
         return Ratio(a / b)
-    half = Z_95 * math.sqrt(sa**2 / new.rounds + sb**2 / old.rounds)
-    return Ratio(a / b, (a - half) / b, (a + half) / b)
+    low, high = mean_change_ci((a, sa, new.rounds), (b, sb, old.rounds))
+    if low is None or high is None:
+        return Ratio(a / b)
+    return Ratio(a / b, 1 + low, 1 + high)
 
 
 def reference_cases(
