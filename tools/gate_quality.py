@@ -49,7 +49,7 @@ from gpt2_fixtures.results import baseline as baseline_io
 from gpt2_fixtures.results import files, gate
 from gpt2_fixtures.results.fingerprint import fingerprint
 from gpt2_fixtures.results.gate import samples as gate_samples
-from gpt2_fixtures.results.gate.model import CALIBRATED_TIME_REL
+from gpt2_fixtures.results.gate.verdicts import CALIBRATED_TIME_REL
 
 ROOT = Path(__file__).resolve().parents[1]
 

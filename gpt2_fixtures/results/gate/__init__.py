@@ -3,7 +3,7 @@
 Every baseline benchmark gets a verdict; time is judged on per-round samples (and on their
 ratio to the control workload), memory by effect against the baseline's spread. No pytest or
 torch import here: the CLI, the plugin and tools/gate_quality.py share this package. Modules:
-model (verdicts, thresholds, settings, rows), stats (tests), samples (what is read from an
+verdicts (verdicts, thresholds, settings, rows), stats (tests), samples (what is read from an
 entry), compare (the rules), render (table, Markdown, JSON), cli (`gpt2-bench compare`, options).
 See docs/gate.md for the rules and their reasons.
 """
@@ -24,27 +24,6 @@ from gpt2_fixtures.results.gate.compare import (
     control_tolerance,
     gate_documents,
 )
-from gpt2_fixtures.results.gate.model import (
-    CONTROL_TOLERANCES,
-    DEFAULT_THRESHOLDS,
-    DRIFT,
-    IMPROVED,
-    INCONCLUSIVE,
-    MISSING,
-    NA,
-    NEW,
-    NOT_SELECTED,
-    PASS,
-    REGRESSION,
-    SPREAD_K,
-    TIME_REL,
-    GateResult,
-    GateSettings,
-    Row,
-    Threshold,
-    Thresholds,
-    parse_threshold,
-)
 from gpt2_fixtures.results.gate.render import (
     check_output_paths,
     format_table,
@@ -64,6 +43,27 @@ from gpt2_fixtures.results.gate.stats import (
     min_rounds_p,
     one_sided_mean_p,
     one_sided_rounds_p,
+)
+from gpt2_fixtures.results.gate.verdicts import (
+    CONTROL_TOLERANCES,
+    DEFAULT_THRESHOLDS,
+    DRIFT,
+    IMPROVED,
+    INCONCLUSIVE,
+    MISSING,
+    NA,
+    NEW,
+    NOT_SELECTED,
+    PASS,
+    REGRESSION,
+    SPREAD_K,
+    TIME_REL,
+    GateResult,
+    GateSettings,
+    Row,
+    Threshold,
+    Thresholds,
+    parse_threshold,
 )
 from gpt2_fixtures.results.metrics import EXTRA_METRICS, METRICS, Metric
 

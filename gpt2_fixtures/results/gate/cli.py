@@ -11,7 +11,8 @@ from typing import Any
 from gpt2_fixtures import config
 from gpt2_fixtures.results import files
 from gpt2_fixtures.results.gate.compare import gate_documents
-from gpt2_fixtures.results.gate.model import (
+from gpt2_fixtures.results.gate.render import check_output_paths, format_table, write_outputs
+from gpt2_fixtures.results.gate.verdicts import (
     CALIBRATED_TIME_REL,
     CONTROL_TOLERANCES,
     DEFAULT_THRESHOLDS,
@@ -21,7 +22,6 @@ from gpt2_fixtures.results.gate.model import (
     Thresholds,
     parse_threshold,
 )
-from gpt2_fixtures.results.gate.render import check_output_paths, format_table, write_outputs
 
 
 def marker_overrides(

@@ -14,7 +14,20 @@ from typing import Any
 from gpt2_fixtures.results import files
 from gpt2_fixtures.results.fingerprint import check_environment
 from gpt2_fixtures.results.gate import samples
-from gpt2_fixtures.results.gate.model import (
+from gpt2_fixtures.results.gate.stats import (
+    MIN_ROUNDS,
+    Alternative,
+    Evidence,
+    decide,
+    holm_levels,
+    log_welch_p,
+    mean_change_ci,
+    min_rounds_p,
+    one_sided_mean_p,
+    one_sided_rounds_p,
+    rounds_change_ci,
+)
+from gpt2_fixtures.results.gate.verdicts import (
     CALIBRATED_CAP,
     CALIBRATED_TIME_REL,
     CONTROL_TOLERANCES,
@@ -33,19 +46,6 @@ from gpt2_fixtures.results.gate.model import (
     Row,
     Threshold,
     lonely_row,
-)
-from gpt2_fixtures.results.gate.stats import (
-    MIN_ROUNDS,
-    Alternative,
-    Evidence,
-    decide,
-    holm_levels,
-    log_welch_p,
-    mean_change_ci,
-    min_rounds_p,
-    one_sided_mean_p,
-    one_sided_rounds_p,
-    rounds_change_ci,
 )
 from gpt2_fixtures.results.metrics import EXTRA_METRICS, METRICS, NORMALISED, TIME, Metric
 

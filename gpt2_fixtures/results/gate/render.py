@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt2_fixtures.results import files
-from gpt2_fixtures.results.gate.model import (
+from gpt2_fixtures.results.gate.verdicts import (
     CONTROL_TOLERANCES,
     MISSING,
     REGRESSION,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Literal, TypeVar
 
-from gpt2_fixtures.results.gate.model import IMPROVED, INCONCLUSIVE, PASS, REGRESSION, Threshold
+from gpt2_fixtures.results.gate.verdicts import IMPROVED, INCONCLUSIVE, PASS, REGRESSION, Threshold
 from gpt2_fixtures.results.metrics import Metric
 
 K = TypeVar("K", bound=Hashable)
