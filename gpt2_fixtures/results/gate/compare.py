@@ -94,8 +94,10 @@ class _Pair:
         k x spread x sqrt(1 + 1/n), capped at CALIBRATED_CAP (docs/gate.md, "Baselines")."""
         thr, explicit = self.settings.thresholds.find(self.name, self.cur["fullname"], metric.key)
         own = samples.spread(self.baseline_doc, self.base["fullname"], metric.key)
-        if own is None or metric.exact:
-            return thr if own is not None or explicit else _uncalibrated(thr, metric, self.base)
+        if own is None:
+            return thr if explicit else _uncalibrated(thr, metric, self.base)
+        if metric.exact:  # no noise between processes to widen it
+            return thr
         if not explicit and thr.rel == TIME_REL:
             # the measured spread, not the uncalibrated default, guards against process noise
             thr = Threshold(CALIBRATED_TIME_REL, thr.floor)
