@@ -464,3 +464,13 @@ def test_unusable_input_names_its_place(
     err = capsys.readouterr().err
     name = bad["benchmarks"][1]["name"]
     assert "bad.json" in err and name in err and says in err and err.count("\n") == 1
+
+
+def test_every_change_lies_inside_its_own_interval() -> None:
+    # the ratio of medians can fall outside the Hodges-Lehmann interval; the shown change is the
+    # estimate that goes with the interval
+    for current in (cur(), load(RESULTS / "slow.json")):
+        for row in gate.compare(base(), current).rows:
+            if row.change_low is not None and row.change_high is not None:
+                assert row.change is not None
+                assert row.change_low <= row.change <= row.change_high, row

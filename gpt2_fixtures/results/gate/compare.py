@@ -25,6 +25,7 @@ from gpt2_fixtures.results.gate.stats import (
     min_rounds_p,
     one_sided_mean_p,
     one_sided_rounds_p,
+    rounds_change,
     rounds_change_ci,
 )
 from gpt2_fixtures.results.gate.verdicts import (
@@ -364,12 +365,11 @@ def _directions(metric: Metric) -> tuple[Alternative, Alternative]:
 def _rounds_evidence(pair: _Pair, metric: Metric, b: list[float], c: list[float]) -> Evidence:
     """Per-round samples: Mann-Whitney where it can reach the strictest level, else Welch on log
     rounds; the interval goes with the Mann-Whitney test (Hodges-Lehmann)."""
-    b_med, c_med = statistics.median(b), statistics.median(c)
     low, high = rounds_change_ci(c, b)
     worse, better = _directions(metric)
     test = one_sided_rounds_p if min_rounds_p(len(c), len(b)) < pair.strictest else log_welch_p
     return Evidence(
-        change=(c_med - b_med) / abs(b_med),
+        change=rounds_change(c, b),
         low=low,
         high=high,
         p_worse=test(c, b, worse),

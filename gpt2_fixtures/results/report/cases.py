@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpt2_fixtures.config import PHASE_TABLE, PHASES
-from gpt2_fixtures.results.gate.stats import Z_95, mean_change_ci, rounds_change_ci
+from gpt2_fixtures.results.gate.stats import Z_95, mean_change_ci, rounds_change, rounds_change_ci
 
 REFERENCE_RECIPE = "eager-fp32"
 
@@ -201,12 +201,15 @@ def _normal_log_interval(
 
 
 def time_ratio(num: CaseResult, den: CaseResult) -> Ratio | None:
-    """num's median time over den's, with its interval (rounds when both have them)."""
+    """num's time over den's: with rounds on both sides the estimate that goes with its interval
+    (Hodges-Lehmann), else the ratio of medians with a normal interval."""
     value = speedup(num.median_s, den.median_s)
     if value is None:
         return None
     interval = rounds_interval(num.round_s, den.round_s)
-    if interval is None:
+    if interval is not None:  # the estimate that goes with the interval, as the gate shows it
+        value = 1 + rounds_change(num.round_s, den.round_s)
+    else:
         parts = [(c.mean_s, c.stddev_s, c.rounds) for c in (num, den)]
         interval = _normal_log_interval(value, parts)
     return Ratio(value, *interval) if interval else Ratio(value)
