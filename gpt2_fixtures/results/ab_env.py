@@ -1,0 +1,191 @@
+"""`gpt2-bench ab` across two Python environments: a torch, CUDA or transformers upgrade.
+
+The twin control shares the software stack, so a release that slows every operator slows the twin
+as much as the step and the ratio hides it. Across environments the A/B is judged on raw
+wall-clock, with the interleaving (A B B A ...) as the machine control; the twin's ratio is still
+shown, not judged. Why and what each comparison can see: docs/upgrades.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from gpt2_fixtures.results import files, gate
+from gpt2_fixtures.results.fingerprint import STACK_KEYS, check_environment, fingerprint
+from gpt2_fixtures.results.metrics import NORMALISED, TIME
+
+# Shown in the header beside the stack: code under test, not under the control, but an upgrade
+# of it is what a dependency bump usually is.
+LIBRARY_KEYS = ("transformers", "datasets")
+
+# Run by each interpreter with the tree first on PYTHONPATH: the project and torch import, and
+# the device torch sees (its default device, as the benchmarks' --gpt2-device auto chooses it).
+PROBE = """
+import json, platform, sys
+import gpt2_fixtures, torch
+cuda = torch.cuda.is_available()
+print(json.dumps({
+    "gpt2_fixtures": gpt2_fixtures.__file__,
+    "torch": str(torch.__version__),
+    "device": "cuda" if cuda else "cpu",
+    "device_name": torch.cuda.get_device_name(0) if cuda else platform.machine(),
+    "python": platform.python_version(),
+}))
+"""
+
+
+class EnvError(Exception):
+    """An interpreter that cannot take part; str() is one line that says why."""
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    python: str  # as given (a path or a name on PATH), absolute where it is a path
+    facts: Mapping[str, Any]  # what PROBE printed
+
+    @property
+    def device(self) -> str:
+        return f"{self.facts.get('device')} {self.facts.get('device_name')}"
+
+
+def resolve_python(python: str) -> str:
+    """An interpreter path usable from any working directory (the sides run in other trees)."""
+    if os.sep in python:
+        path = Path(python).expanduser().absolute()
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise EnvError(f"{python}: no such executable interpreter")
+        return str(path)
+    return python
+
+
+def probe(tree: Path, python: str, env: Mapping[str, str]) -> Interpreter:
+    """Run PROBE with `python` in `tree`; EnvError (one line) when the project or torch does not
+    import, or gpt2_fixtures comes from somewhere else than `tree` (e.g. an install)."""
+    try:
+        proc = subprocess.run(
+            [python, "-c", PROBE], cwd=tree, env=dict(env), capture_output=True, check=False
+        )
+    except OSError as err:
+        raise EnvError(f"{python}: cannot run it ({err.strerror or err})") from None
+    if proc.returncode != 0:
+        lines = proc.stderr.decode(errors="replace").strip().splitlines() or ["no output"]
+        raise EnvError(f"{python}: cannot import gpt2_fixtures and torch from {tree}: {lines[-1]}")
+    try:
+        facts = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise EnvError(f"{python}: the import check printed no result") from None
+    where = Path(facts["gpt2_fixtures"]).resolve()
+    if not where.is_relative_to(tree.resolve()):
+        raise EnvError(f"{python}: gpt2_fixtures does not import from {tree} (got {str(where)!r})")
+    return Interpreter(python, facts)
+
+
+def check_same_device(base: Interpreter, head: Interpreter) -> None:
+    if base.device != head.device:
+        raise EnvError(
+            f"the interpreters see different devices: base {base.python} on {base.device}, "
+            f"head {head.python} on {head.device}; an A/B needs both sides on one device"
+        )
+
+
+def check_writable(*paths: str | None) -> None:
+    """Refuse an output path that cannot be written, before anything runs: gate's checks, then a
+    real file created and removed in the nearest existing folder (as the atomic writer would)."""
+    gate.check_output_paths(*paths)
+    for p in filter(None, paths):
+        folder = Path(p).absolute().parent
+        while not folder.exists():
+            folder = folder.parent
+        if not folder.is_dir():
+            raise files.UnusableInput(f"{p}: {folder} is not a directory")
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as err:
+            raise files.UnusableInput(f"{p}: cannot write in {folder} ({err.strerror})") from None
+
+
+# --- the verdict --------------------------------------------------------------------------------
+
+
+def stack_differences(base: Mapping[str, Any], head: Mapping[str, Any]) -> list[str]:
+    """``key base -> head`` for the stack and library versions that differ between the sides."""
+    b, h = fingerprint(base), fingerprint(head)
+    return [f"{k} {b.get(k)} -> {h.get(k)}" for k in (*STACK_KEYS, *LIBRARY_KEYS) if b[k] != h[k]]
+
+
+def header(
+    pythons: Mapping[str, str], base: Mapping[str, Any], head: Mapping[str, Any], runs: int
+) -> list[str]:
+    """What was compared, and on which basis: the first lines of the verdict."""
+    b, h = fingerprint(base), fingerprint(head)
+    diffs = stack_differences(base, head)
+    versions = ", ".join(f"{k} {b[k]}" for k in ("torch", "transformers", "python") if b[k])
+    lines = [
+        f"A/B across environments: base {pythons['base']}, head {pythons['head']}, "
+        f"on {b.get('device')} {b.get('device_name') or b.get('cpu_model') or ''}".rstrip(),
+        (
+            f"stack differs: {', '.join(diffs)}"
+            if diffs
+            else f"stack the same on both sides ({versions})"
+        ),
+        f"basis: raw wall-clock, {runs} interleaved processes a side (A B B A ...) as the machine "
+        "control; the twin control shares the stack, so its ratio is shown, not judged",
+    ]
+    if h.get("torch") is None or b.get("torch") is None:
+        lines.append("a side does not record its torch version: rerun with this gpt2-bench")
+    return lines
+
+
+def twin_notes(base: Mapping[str, Any], head: Mapping[str, Any], settings: Any) -> list[str]:
+    """Per benchmark, what the twin-normalised gate would have said: shown, not judged."""
+    twin = gate.compare(base, head, replace(settings, time_basis="auto", stack_change=()))
+    key = NORMALISED[TIME.key].key
+    base_by = {b["name"]: b for b in base["benchmarks"]}
+    cur_by = {b["name"]: b for b in head["benchmarks"]}
+    notes = []
+    for row in twin.rows:
+        if row.metric != key or row.change is None:
+            continue
+        interval = ""
+        if row.change_low is not None and row.change_high is not None:
+            interval = f" [{row.change_low:+.1%}, {row.change_high:+.1%}]"
+        control = ""
+        b_ctrl = gate.control_median(base_by.get(row.benchmark, {}))
+        c_ctrl = gate.control_median(cur_by.get(row.benchmark, {}))
+        if b_ctrl and c_ctrl:
+            control = f", the twin itself {c_ctrl / b_ctrl - 1:+.1%}"
+        notes.append(
+            f"twin (not judged): {row.benchmark} {key} {row.change:+.1%}{interval}"
+            f"{control}; on that ratio alone it would read {row.verdict}"
+        )
+    return notes
+
+
+def judge_across(
+    base: Mapping[str, Any],
+    head: Mapping[str, Any],
+    settings: gate.GateSettings,
+    pythons: Mapping[str, str],
+    runs: int,
+) -> tuple[list[str], gate.GateResult]:
+    """(header lines, verdict) of an A/B across environments: raw wall-clock, interleaved.
+    Raises files.UnusableInput when the device or the measuring setup differs."""
+    check_environment(base, head)  # device and measuring setup; the stack may differ here
+    raw = replace(settings, time_basis="raw", stack_change=())
+    result = gate.compare(base, head, raw)
+    lines = header(pythons, base, head, runs)
+    notes = (*lines, *twin_notes(base, head, settings), *result.notes)
+    return lines, replace(result, notes=notes)
+
+
+def without_header(result: gate.GateResult, lines: Sequence[str]) -> gate.GateResult:
+    """The verdict for the terminal, whose header was printed above the table."""
+    return replace(result, notes=tuple(n for n in result.notes if n not in lines))
