@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -137,12 +138,19 @@ def slower(doc: dict[str, Any], factor: float, torch: str) -> dict[str, Any]:
     return out
 
 
+def real_runs(factor: float = 1.0, torch: str = "2.13.0+cpu") -> list[dict[str, Any]]:
+    """Two real processes of one grid (base.json, cur.json), as a side of an A/B."""
+    docs = [json.loads((RESULTS / f"{name}.json").read_text()) for name in ("base", "cur")]
+    return [slower(doc, factor, torch) for doc in docs]
+
+
 def test_stack_regression_is_caught_on_raw_time_and_hidden_by_the_twin() -> None:
-    base = json.loads((RESULTS / "base.json").read_text())
-    head = slower(base, 1.5, "2.13.0+cpu.slow")  # 10 noisy rounds a side: +30% is not always
-    # significant on every row after Holm; +50% is
+    # 10 noisy rounds a process: +30% is not significant on every row after Holm; +50% is
+    base_runs, head_runs = real_runs(), real_runs(1.5, "2.13.0+cpu.slow")
+    base, head = ab.pool_results(base_runs), ab.pool_results(head_runs)
     pythons = {"base": "/old/bin/python", "head": "/new/bin/python"}
-    lines, result = ab_env.judge_across(base, head, gate.GateSettings(), pythons, runs=3)
+    runs = (base_runs, head_runs)
+    lines, result = ab_env.judge_across(base, head, gate.GateSettings(), pythons, runs)
     assert result.exit_code == 1
     time_rows = [r for r in result.rows if r.metric == "time"]
     assert time_rows and all(r.verdict == gate.REGRESSION for r in time_rows)
@@ -152,12 +160,30 @@ def test_stack_regression_is_caught_on_raw_time_and_hidden_by_the_twin() -> None
     assert len(twin) == len(time_rows)  # ... but shown, and it cannot see the slowdown
     assert all("time/control +0.0%" in n and "the twin itself +50.0%" in n for n in twin)
     assert not [n for n in twin if n.endswith(gate.REGRESSION)]
-    assert lines == list(result.notes[:3])
+    assert lines == list(result.notes[:4])
     assert "/old/bin/python" in lines[0] and "/new/bin/python" in lines[0]
     assert lines[1] == "stack differs: torch 2.13.0+cpu -> 2.13.0+cpu.slow"
-    assert "basis: raw wall-clock, 3 interleaved processes a side" in lines[2]
+    assert "basis: raw wall-clock, 2 interleaved processes a side" in lines[2]
+    assert lines[3].startswith("thresholds from the processes' own spread")
     # the stored-baseline gate on the same pair: never a pass
     assert gate.gate_documents(base, head).exit_code != 0
+
+
+def test_thresholds_come_from_the_spread_of_processes_within_each_side() -> None:
+    """Rounds of one process share its machine state; the processes are the unit."""
+    base_runs, head_runs = real_runs(), real_runs(1.2)
+    base = ab.pool_results(base_runs)
+    judged, note = ab_env.calibrated(base, base_runs, head_runs)
+    section = judged["gpt2_calibration"]
+    assert section["processes"] == 2 and "sqrt(2/2)" in note
+    name = base["benchmarks"][0]["fullname"]
+    one = [statistics.median(d["benchmarks"][0]["stats"]["data"]) for d in base_runs]
+    own = statistics.stdev(one) / statistics.fmean(one)  # the same on both sides (scaled)
+    scale = (2 / 2) ** 0.5 / (1 + 1 / 2) ** 0.5
+    assert section["benchmarks"][name]["time"] == pytest.approx(scale * own)
+    assert "gpt2_calibration" not in base  # the pooled file itself is left as it was
+    unchanged, why = ab_env.calibrated(base, base_runs[:1], head_runs[:1])
+    assert unchanged == base and why.startswith("one process a side")
 
 
 def test_same_stack_is_said_in_the_header() -> None:
@@ -173,4 +199,4 @@ def test_another_measuring_setup_is_refused() -> None:
     head = copy.deepcopy(base)
     head["machine_info"]["gpt2"]["cpu_threads"] = 2
     with pytest.raises(ab_env.files.UnusableInput, match="measuring setup differs"):
-        ab_env.judge_across(base, head, gate.GateSettings(), {"base": "a", "head": "b"}, 1)
+        ab_env.judge_across(base, head, gate.GateSettings(), {"base": "a", "head": "b"})

@@ -190,7 +190,7 @@ def add_ab_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="PY",
         help="interpreter of the base side (another environment, e.g. the old torch); judged on "
-        "raw wall-clock. Default: the head's",
+        "raw wall-clock. Default: the current one (sys.executable)",
     )
     parser.add_argument(
         "--head-python",
@@ -240,7 +240,12 @@ def run_ab_command(args: argparse.Namespace) -> int:
         lines: list[str] = []
         if across or ab_env.stack_differences(base_doc, head_doc):
             pythons = {"base": base, "head": head}
-            lines, result = ab_env.judge_across(base_doc, head_doc, settings, pythons, args.repeats)
+            base_runs, head_runs = (
+                [files.load_result(out_dir / f"{side}-{i + 1}.json") for i in range(args.repeats)]
+                for side in ("base", "head")
+            )
+            runs = (base_runs, head_runs)
+            lines, result = ab_env.judge_across(base_doc, head_doc, settings, pythons, runs)
         else:
             result = gate.gate_documents(base_doc, head_doc, settings)
     except (AbError, ab_env.EnvError, files.UnusableInput, ValueError) as err:

@@ -9,6 +9,7 @@ shown, not judged. Why and what each comparison can see: docs/upgrades.md.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import tempfile
@@ -17,8 +18,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from gpt2_fixtures.results import files, gate
+from gpt2_fixtures.results import baseline, files, gate
 from gpt2_fixtures.results.fingerprint import STACK_KEYS, check_environment, fingerprint
+from gpt2_fixtures.results.gate.samples import CALIBRATION_KEY
 from gpt2_fixtures.results.metrics import NORMALISED, TIME
 
 # Shown in the header beside the stack: code under test, not under the control, but an upgrade
@@ -169,19 +171,71 @@ def twin_notes(base: Mapping[str, Any], head: Mapping[str, Any], settings: Any) 
     return notes
 
 
+def calibrated(
+    base: Mapping[str, Any],
+    base_runs: Sequence[Mapping[str, Any]],
+    head_runs: Sequence[Mapping[str, Any]],
+) -> tuple[dict[str, Any], str]:
+    """`base` with a calibration section from the processes of both sides, and a note; or
+    `base` unchanged and why not.
+
+    Rounds of one process share its machine state: under other load, whole processes ran 15%
+    apart here with identical code, so pooled rounds alone make the interval far too narrow
+    (an A/A of 3 processes a side failed at +10.9%). The process is the unit: per benchmark and
+    metric, the spread of per-process medians within each side (gpt2-bench baseline's estimate),
+    pooled over the two sides, so the change under test does not inflate it. The gate's
+    threshold k x spread x sqrt(1 + 1/n) is for one process against n; for n against n the
+    standard error is s x sqrt(2/n), so the spreads are stored scaled by sqrt(2/n) / sqrt(1+1/n).
+    """
+    n = min(len(base_runs), len(head_runs))
+    if n < 2:
+        return dict(base), "one process a side: thresholds are the uncalibrated defaults"
+    sides = []
+    for side, runs in (("base", base_runs), ("head", head_runs)):
+        labels = [f"{side}-{i + 1}" for i in range(len(runs))]
+        try:
+            sides.append(baseline.pool_results(runs, labels)[CALIBRATION_KEY]["benchmarks"])
+        except files.UnusableInput as err:
+            return dict(base), f"not calibrated ({err}): thresholds are the uncalibrated defaults"
+    scale = math.sqrt(2 / n) / math.sqrt(1 + 1 / n)
+    spreads = {
+        fullname: {
+            key: scale * math.sqrt((value**2 + sides[1][fullname][key] ** 2) / 2)
+            for key, value in metrics.items()
+            if key in sides[1].get(fullname, {})
+        }
+        for fullname, metrics in sides[0].items()
+    }
+    section = {
+        "processes": n,
+        "spread": "A/B: the within-side between-process spread pooled over base and head, "
+        "scaled by sqrt(2/n) / sqrt(1 + 1/n)",
+        "benchmarks": spreads,
+    }
+    note = (
+        f"thresholds from the processes' own spread: per benchmark max(the configured effect, "
+        f"k x s x sqrt(2/{n})), s the spread of per-process medians within each side (pooled), "
+        "capped as for a calibrated baseline; processes, not rounds, are the unit"
+    )
+    return {**base, CALIBRATION_KEY: section}, note
+
+
 def judge_across(
     base: Mapping[str, Any],
     head: Mapping[str, Any],
     settings: gate.GateSettings,
     pythons: Mapping[str, str],
-    runs: int,
+    runs: tuple[Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]]] = ((), ()),
 ) -> tuple[list[str], gate.GateResult]:
-    """(header lines, verdict) of an A/B across environments: raw wall-clock, interleaved.
+    """(header lines, verdict) of an A/B across environments: raw wall-clock, interleaved, with
+    thresholds from the spread of the sides' processes (`runs`: base's, head's).
     Raises files.UnusableInput when the device or the measuring setup differs."""
     check_environment(base, head)  # device and measuring setup; the stack may differ here
+    judged_base, calibration_note = calibrated(base, *runs)
     raw = replace(settings, time_basis="raw", stack_change=())
-    result = gate.compare(base, head, raw)
-    lines = header(pythons, base, head, runs)
+    result = gate.compare(judged_base, head, raw)
+    processes = len(runs[0]) or int(base.get("pooled_from") or 1)
+    lines = [*header(pythons, base, head, processes), calibration_note]
     notes = (*lines, *twin_notes(base, head, settings), *result.notes)
     return lines, replace(result, notes=notes)
 
