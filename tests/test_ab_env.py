@@ -165,6 +165,7 @@ def test_stack_regression_is_caught_on_raw_time_and_hidden_by_the_twin() -> None
     assert lines[1] == "stack differs: torch 2.13.0+cpu -> 2.13.0+cpu.slow"
     assert "basis: raw wall-clock, 2 interleaved processes a side" in lines[2]
     assert lines[3].startswith("thresholds from the processes' own spread")
+    assert not [n for n in result.notes if n.startswith("baseline calibrated from")]
     # the stored-baseline gate on the same pair: never a pass
     assert gate.gate_documents(base, head).exit_code != 0
 

@@ -236,7 +236,9 @@ def judge_across(
     result = gate.compare(judged_base, head, raw)
     processes = len(runs[0]) or int(base.get("pooled_from") or 1)
     lines = [*header(pythons, base, head, processes), calibration_note]
-    notes = (*lines, *twin_notes(base, head, settings), *result.notes)
+    # the gate's own note on calibration speaks of one process against n: ours replaces it
+    gate_notes = [n for n in result.notes if not n.startswith("baseline calibrated from")]
+    notes = (*lines, *twin_notes(base, head, settings), *gate_notes)
     return lines, replace(result, notes=notes)
 
 
