@@ -8,6 +8,7 @@ import copy
 import json
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -201,3 +202,29 @@ def test_another_measuring_setup_is_refused() -> None:
     head["machine_info"]["gpt2"]["cpu_threads"] = 2
     with pytest.raises(ab_env.files.UnusableInput, match="measuring setup differs"):
         ab_env.judge_across(base, head, gate.GateSettings(), {"base": "a", "head": "b"})
+
+
+def test_a_pass_at_a_capped_threshold_is_not_shown() -> None:
+    """Processes spread beyond the cap (other load): the rounds' interval cannot show a pass."""
+    capped = "20% (capped: 3 x 12.58% spread is 44%; recalibrate)"
+    row = gate.Row("t", "time", "ms", 1.0, 0.8, -0.2, -0.3, -0.1, 0.5, capped, gate.PASS)
+    assert ab_env._too_spread(row).verdict == gate.INCONCLUSIVE
+    assert "more --repeats" in ab_env._too_spread(row).note
+    worse = replace(row, verdict=gate.REGRESSION)
+    assert ab_env._too_spread(worse) == worse  # beyond the cap and significant: still one
+    uncapped = replace(row, threshold="14.8% (3 x 4.29% between-process spread)")
+    assert ab_env._too_spread(uncapped) == uncapped
+
+
+def test_a_regression_the_processes_do_not_confirm_is_not_judged() -> None:
+    """Rounds can be significant where processes are not: the process is the unit."""
+    base_runs = [*real_runs(), slower(real_runs()[0], 1.001, "2.13.0+cpu")]
+    factors = (1.6, 0.98, 1.01)  # one head process hit by other load, the others unchanged
+    head_runs = [slower(d, f, "2.13.0+cpu") for d, f in zip(base_runs, factors, strict=True)]
+    name = base_runs[0]["benchmarks"][0]["name"]
+    row = gate.Row(name, "time", "ms", 1.0, 1.2, 0.2, 0.1, 0.3, 1e-6, "10%", gate.REGRESSION)
+    check = ab_env._ProcessCheck(base_runs, head_runs, 0.01)
+    assert check(row).verdict == gate.INCONCLUSIVE and "do not confirm" in check(row).note
+    steady = [slower(d, 1.5, "2.13.0+cpu") for d in base_runs]
+    assert ab_env._ProcessCheck(base_runs, steady, 0.01)(row) == row
+    assert ab_env._ProcessCheck(base_runs[:2], head_runs[:2], 0.01)(row) == row  # too few
