@@ -21,6 +21,17 @@ GRID = ["-k", "test_infer and sdpa-fp32", "--gpt2-batch-sizes", "1", "--gpt2-seq
 GRID += ["--gpt2-rounds", "8", "--gpt2-threads", "1"]
 
 
+def require_a_machine_to_measure_on() -> None:
+    """An A/B judges nothing on an oversubscribed machine, and says so (exit 3): measured here,
+    with a load average of 3.6-4.4 on 2 cores from other benchmark suites, whole processes ran
+    50-100% slower at random and every time row was rightly inconclusive; at 2.0-3.6 it judged.
+    Below that load the verdicts are asserted as they are; above it the test is skipped."""
+    cpus = os.cpu_count() or 1
+    load = os.getloadavg()[0]
+    if load > cpus + 1:
+        pytest.skip(f"load average {load:.1f} on {cpus} CPUs: too busy for an A/B to decide")
+
+
 def gpt2_bench(*args: str, slow: str = "0.4") -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, GPT2_BENCH_PYTHON=sys.executable, GPT2_BENCH_SLOW_TORCH=slow)
     env.pop("PYTEST_ADDOPTS", None)
@@ -43,6 +54,7 @@ def rows(stdout: str, metric: str) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def slower_torch(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, int]:
     """One A/B: the normal interpreter as base, the 40% slower stand-in as head."""
+    require_a_machine_to_measure_on()
     out = tmp_path_factory.mktemp("ab-slow")
     proc = ab(out, str(SLOW_PYTHON), repeats=3)
     return out, proc.stdout + proc.stderr, proc.returncode
@@ -77,6 +89,7 @@ def test_stored_baseline_gate_on_the_same_runs_does_not_pass(
 
 @pytest.mark.slow
 def test_ab_same_interpreter_on_both_sides_passes(tmp_path: Path) -> None:
+    require_a_machine_to_measure_on()
     proc = ab(tmp_path / "out", sys.executable, repeats=5)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
