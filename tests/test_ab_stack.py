@@ -32,6 +32,17 @@ def require_a_machine_to_measure_on() -> None:
         pytest.skip(f"load average {load:.1f} on {cpus} CPUs: too busy for an A/B to decide")
 
 
+def skip_if_too_busy_to_judge(code: int, output: str) -> None:
+    """Exit 3 because the processes of a side spread past the threshold's cap is the A/B saying
+    the machine was too busy (the load average lags: at 2-3 the tiny step still ran 12-36 ms
+    instead of 9.4 here): the verdict cannot be asserted then. Any other exit 3 fails."""
+    capped = [
+        line for line in output.splitlines() if line.startswith("test_") and "(capped:" in line
+    ]
+    if code == 3 and capped:
+        pytest.skip(f"the machine was too busy to judge: {' '.join(capped[0].split()[:8])} ...")
+
+
 def gpt2_bench(*args: str, slow: str = "0.4") -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, GPT2_BENCH_PYTHON=sys.executable, GPT2_BENCH_SLOW_TORCH=slow)
     env.pop("PYTEST_ADDOPTS", None)
@@ -65,6 +76,7 @@ def test_ab_across_environments_catches_a_slower_torch(
     slower_torch: tuple[Path, str, int],
 ) -> None:
     _, output, code = slower_torch
+    skip_if_too_busy_to_judge(code, output)
     assert code == 1, output
     assert "stack differs: torch 2.13.0" in output and ".slow0.4" in output
     assert "basis: raw wall-clock, 3 interleaved processes a side" in output
@@ -92,6 +104,7 @@ def test_ab_same_interpreter_on_both_sides_passes(tmp_path: Path) -> None:
     require_a_machine_to_measure_on()
     proc = ab(tmp_path / "out", sys.executable, repeats=5)
     output = proc.stdout + proc.stderr
+    skip_if_too_busy_to_judge(proc.returncode, output)
     assert proc.returncode == 0, output
     assert "stack the same on both sides (torch 2.13.0" in output
     assert rows(output, "time")[0][-1] == "pass"
