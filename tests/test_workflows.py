@@ -1739,3 +1739,12 @@ def test_plan_fails_when_the_compare_cannot_be_read(tmp_path: Path) -> None:
     # a failed compare (the fake gh exits 1) fails the plan: it never reads as `same`
     code, out, _ = _stack_plan(tmp_path, None, {}, {})
     assert code == 1 and "stack=" not in out
+
+
+def test_docs_say_how_a_stack_bump_is_judged() -> None:
+    docs = (ROOT / "docs" / "ci.md").read_text(encoding="utf-8")
+    assert "## A pull request that bumps the stack" in docs
+    for needed in ("stack-diff.py", "base-venv", "head-venv", '"kind": "stack"', "stack_pins"):
+        assert needed in docs, needed
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "docs/ci.md#a-pull-request-that-bumps-the-stack" in readme
