@@ -1727,6 +1727,9 @@ def test_plan_counts_a_new_constraints_file_and_a_too_long_compare(tmp_path: Pat
     code, out, calls = _stack_plan(tmp_path / "b", many, {}, {})
     assert code == 0 and "stack=changed\nstack_pins=the compare lists 300 paths" in out
     assert not [c for c in calls if "/contents/" in c]
+    (tmp_path / "c").mkdir()  # a path listed on two pages counts once
+    code, out, _ = _stack_plan(tmp_path / "c", many[:150] * 2, {}, {})
+    assert code == 0 and out.endswith("stack=same\nstack_pins=\n")
 
 
 def test_plan_of_main_is_never_a_stack_comparison(tmp_path: Path) -> None:

@@ -44,9 +44,10 @@ echo "Benchmarking pull request #$PR at $head (base $base)."
 # Does it change the stack (docs/ci.md, "A pull request that bumps the stack")? The stack files
 # that the compare of base...head lists are downloaded at both commits, as data, and compared by
 # stack-diff.py. GitHub's compare lists at most 300 files: a longer list counts as a stack change.
-# A failed call fails the plan (set -e): a stack change must not pass unseen.
+# A failed call fails the plan (set -e): a stack change must not pass unseen. Each path once
+# (pages after the first list the commits; should one repeat the files, they count once).
 files=$(gh api --paginate "repos/$GITHUB_REPOSITORY/compare/$base...$head?per_page=100" \
-  --jq '.files[]? | "\(.filename)\n\(.previous_filename // "")"')
+  --jq '.files[]? | "\(.filename)\n\(.previous_filename // "")"' | sort -u)
 count=0
 stack_paths=()
 while IFS= read -r path; do
@@ -70,7 +71,7 @@ for side in base head; do
   for path in "${stack_paths[@]}"; do
     mkdir -p "$dir/$side/$(dirname "$path")"
     # A file absent on one side (added, removed, renamed) stays absent: stack-diff.py says so.
-    gh api -H "Accept: application/vnd.github.raw" "repos/$GITHUB_REPOSITORY/contents/$path?ref=$sha" \
+    gh api -H "Accept: application/vnd.github.raw+json" "repos/$GITHUB_REPOSITORY/contents/$path?ref=$sha" \
       > "$dir/$side/$path" 2> /dev/null || rm -f "$dir/$side/$path"
   done
 done
