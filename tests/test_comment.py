@@ -455,3 +455,16 @@ def test_command_renders_a_run_comment_without_a_verdict(tmp_path: Path) -> None
     assert main([*missing, "--out", str(out)]) == 0
     assert "No status artifact" in out.read_text(encoding="utf-8")
     assert main(["comment"]) == 2  # neither a verdict nor a run
+
+
+def test_a_stack_comparison_says_so_and_which_versions_changed() -> None:
+    """A pull request that bumps the stack is judged by the stack A/B, not the stored baseline."""
+    pins = "torch 2.13.0 -> 2.14.0, triton 3.5.0 -> 3.6.0; pyproject.toml: dependencies +x @y #3"
+    status = _status(kind="stack", stack_pins=pins, baseline=None, reason="stack A/B exit 1")
+    text = comment.render_run(comment.RunInfo("failure", HEAD, RUN_URL), status, _verdict("pass"))
+    assert "Stack comparison: this pull request changes the stack" in text
+    assert "torch 2.13.0 -\\> 2.14.0, triton 3.5.0 -\\> 3.6.0" in text  # escaped, still readable
+    assert "@\u2060y" in text and "#\u20603" in text  # the pins are untrusted text
+    assert "gated by the stack A/B" in text and "Baseline:" not in text
+    plain = comment.render_run(comment.RunInfo("success", HEAD, RUN_URL), _status(), None)
+    assert "Stack comparison" not in plain and "gated against the main baseline" in plain

@@ -97,12 +97,15 @@ def _lookup(context: dict[str, Any], dotted: str) -> Any:
     return value
 
 
-def _event(name: str, pr: str = "", gate: str = "", mode: str = "") -> dict[str, Any]:
+def _event(
+    name: str, pr: str = "", gate: str = "", mode: str = "", stack: str = ""
+) -> dict[str, Any]:
     """A context: `push` to main, or `workflow_dispatch` (with inputs pr/sha for a pull request).
 
-    ``mode`` is what the plan job would output (main, pr, branch); ``plan.sh`` is tested on its own
-    below, so here it is given.
+    ``mode`` and ``stack`` are what the plan job would output (main, pr, branch; changed, same);
+    ``plan.sh`` is tested on its own below, so here they are given.
     """
+    stack = stack or "same"
     mode = mode or ("pr" if pr else "main")
     inputs = {"pr": pr, "sha": HEAD if pr else ""} if name == "workflow_dispatch" else {}
     return {
@@ -114,7 +117,7 @@ def _event(name: str, pr: str = "", gate: str = "", mode: str = "") -> dict[str,
         },
         "inputs": inputs,
         "vars": {"GPU_GATE": gate} if gate else {},
-        "needs": {"plan": {"outputs": {"mode": mode}}},
+        "needs": {"plan": {"outputs": {"mode": mode, "stack": stack}}},
         "env": {"MODE": mode},
     }
 
@@ -208,7 +211,8 @@ def test_every_self_hosted_job_runs_in_a_fresh_container_with_a_venv(path: Path)
 
 def test_the_venv_script_uses_hashes_and_no_cache() -> None:
     script = (SCRIPTS / "install-venv.sh").read_text(encoding="utf-8")
-    assert 'venv="$RUNNER_TEMP/venv"' in script and 'python3 -m venv "$venv"' in script
+    assert 'name="${2:-venv}"' in script and 'venv="$RUNNER_TEMP/$name"' in script
+    assert 'python3 -m venv "$venv"' in script
     installs = [line for line in script.splitlines() if '"${pip[@]}"' in line]
     assert len(installs) == 3
     assert "--no-cache-dir" in script and "--require-hashes -r" in installs[0]
@@ -247,7 +251,7 @@ def test_ci_runs_on_github_hosted_runners_only(ci: dict[str, Any]) -> None:
 
 def test_gpu_jobs_use_the_documented_labels(gpu: dict[str, Any]) -> None:
     gpu_jobs = {job_id for job_id, job in gpu["jobs"].items() if _self_hosted(job)}
-    assert gpu_jobs == {"bench", "ab"}
+    assert gpu_jobs == {"bench", "ab", "stack"}
     for job_id in gpu_jobs:
         assert gpu["jobs"][job_id]["runs-on"] == ["self-hosted", "linux", "gpu"]
     assert "self-hosted, linux, gpu" in (ROOT / "docs" / "ci.md").read_text(encoding="utf-8")
@@ -303,7 +307,7 @@ def test_self_hosted_jobs_benchmark_the_planned_commit_and_save_no_cache_for_a_p
     gpu: dict[str, Any],
 ) -> None:
     pr = _event("workflow_dispatch", pr="7")
-    for job_id in ("bench", "ab"):
+    for job_id in ("bench", "ab", "stack"):
         steps = gpu["jobs"][job_id]["steps"]
         refs = [
             s["with"].get("ref") for s in steps if s.get("uses", "").startswith("actions/checkout@")
@@ -444,7 +448,7 @@ def test_gpu_grid_is_sharded_by_the_matrix(gpu: dict[str, Any]) -> None:
 
 
 def test_gpu_bench_sets_hf_home_to_the_cached_directory(gpu: dict[str, Any]) -> None:
-    for job_id in ("bench", "ab"):
+    for job_id in ("bench", "ab", "stack"):
         steps = gpu["jobs"][job_id]["steps"]
         hf_home = next(s for s in steps if "HF_HOME=" in s.get("run", ""))
         caches = [s for s in steps if s.get("uses", "").startswith("actions/cache")]
@@ -479,23 +483,32 @@ def test_gpt2_bench_calls_in_workflows_match_the_cli(
     for sub, flags in calls:
         if sub in PENDING and sub not in SUBCOMMANDS:
             continue  # written by another helper at the same time; checked once it is registered
-        if sub not in helps:
-            proc = subprocess.run(
-                [sys.executable, "-c", _CLI_HELP, sub],
-                capture_output=True,
-                text=True,
-                timeout=120,
-                cwd=ROOT,
-            )
-            assert proc.returncode == 0, f"gpt2-bench {sub} --help failed:\n{proc.stderr}"
-            helps[sub] = proc.stdout
-        unknown = [flag for flag in sorted(flags) if flag not in helps[sub]]
+        pending = {f for f in PENDING_FLAGS.get(sub, set()) if f not in _help(sub, helps)}
+        flags = flags - pending  # checked once the other branch has added them
+        unknown = [flag for flag in sorted(flags) if flag not in _help(sub, helps)]
         assert not unknown, f"gpt2-bench {sub} has no option {unknown}"
+
+
+def _help(sub: str, helps: dict[str, str]) -> str:
+    if sub not in helps:
+        proc = subprocess.run(
+            [sys.executable, "-c", _CLI_HELP, sub],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+        assert proc.returncode == 0, f"gpt2-bench {sub} --help failed:\n{proc.stderr}"
+        helps[sub] = proc.stdout
+    return helps[sub]
 
 
 # Subcommands the workflows call that land on main from another branch (issue 14's `history`,
 # contract 11); the lead removes a name once its branch is merged.
 PENDING: set[str] = set()
+# Options likewise pending: `gpt2-bench ab --base-python/--head-python` (issue 25, item 1) are
+# added by another branch; the stack job calls them (remove once merged).
+PENDING_FLAGS: dict[str, set[str]] = {"ab": {"--base-python", "--head-python"}}
 
 _CLI_HELP = (
     "import sys; sys.argv = ['gpt2-bench', sys.argv[1], '--help']; "
@@ -721,7 +734,7 @@ def test_verdict_artifact_is_uploaded_for_pull_requests_only(gpu: dict[str, Any]
 def test_a_status_artifact_is_uploaded_whatever_happened(gpu: dict[str, Any]) -> None:
     status = gpu["jobs"]["status"]
     assert status["if"] == "always()" and not _self_hosted(status)
-    assert set(status["needs"]) == {"plan", "bench", "merge", "ab"}
+    assert set(status["needs"]) == {"plan", "bench", "merge", "ab", "stack"}
     upload = _step(gpu, "status", "Upload the status")
     assert upload["if"] == "always()" and upload["with"]["name"] == "gpu-gate-status"
     said = _step(gpu, "status", "Say what happened")
@@ -923,7 +936,7 @@ def test_plan_job_feeds_plan_sh_from_inputs_through_env(gpu: dict[str, Any]) -> 
     assert step["run"] == ".github/scripts/plan.sh"
     assert step["env"]["PR"] == "${{ inputs.pr }}" and step["env"]["PR_SHA"] == "${{ inputs.sha }}"
     assert step["env"]["GPU_IMAGE"] == "${{ vars.GPU_IMAGE }}"
-    for job_id in ("bench", "ab"):
+    for job_id in ("bench", "ab", "stack"):
         assert gpu["jobs"][job_id]["container"]["image"] == "${{ vars.GPU_IMAGE }}"
 
 
@@ -1053,13 +1066,13 @@ def test_gate_status_fails_on_1_and_2_and_warns_on_3(
 
 def test_gpu_jobs_run_the_gate_status_script(gpu: dict[str, Any]) -> None:
     # the ab job's checkout of the default branch is in trusted/ (head/ is the pull request)
-    for job_id, prefix in (("merge", ""), ("ab", "trusted/")):
+    for job_id, prefix in (("merge", ""), ("ab", "trusted/"), ("stack", "trusted/")):
         step = _step(gpu, job_id, "Fail on a regression")
         assert step["run"] == prefix + '.github/scripts/gate-status.sh "$GATE_STATUS"'
         assert step["env"]["GATE_STATUS"] == "${{ steps.gate.outputs.status }}"
 
 
-@pytest.mark.parametrize("job_id", ["bench", "ab"])
+@pytest.mark.parametrize("job_id", ["bench", "ab", "stack"])
 def test_doctor_runs_first_and_heads_the_summary(gpu: dict[str, Any], job_id: str) -> None:
     steps = gpu["jobs"][job_id]["steps"]
     runs = [i for i, s in enumerate(steps) if "run" in s and "HF_HOME=" not in s["run"]]
@@ -1353,3 +1366,388 @@ def test_pins_match_the_checked_release(path: Path) -> None:
         if match := USES.match(line):
             action, sha = match["ref"].split("@")
             assert (sha, match["rest"].strip().removeprefix("# ")) == PINS[action], line
+
+
+# --- A pull request that bumps the stack (issue 25, item 4): the stack job's A/B ---------------
+
+
+def test_a_stack_changing_pull_request_runs_the_stack_ab_instead_of_the_gate(
+    gpu: dict[str, Any],
+) -> None:
+    # in either gate mode: the stored baseline was measured on the base's stack
+    for gate in ("", "ab"):
+        changed = _event("workflow_dispatch", pr="7", gate=gate, stack="changed")
+        assert _jobs_that_run(gpu, changed) == {"plan", "stack", "status"}
+    # an ordinary pull request is gated as before
+    same = _event("workflow_dispatch", pr="7", stack="same")
+    assert _jobs_that_run(gpu, same) == {"plan", "bench", "merge", "status"}
+    same_ab = _event("workflow_dispatch", pr="7", gate="ab", stack="same")
+    assert _jobs_that_run(gpu, same_ab) == {"plan", "ab", "status"}
+    # main is never a stack comparison (plan.sh says `same` there; even `changed` starts nothing)
+    for event in ("push", "workflow_dispatch"):
+        running = _jobs_that_run(gpu, _event(event, stack="changed"))
+        assert running == {"plan", "bench", "merge", "status"}
+
+
+def test_the_stack_job_builds_each_sides_venv_from_its_own_lock(gpu: dict[str, Any]) -> None:
+    job = gpu["jobs"]["stack"]
+    checkouts = {
+        s["with"]["path"]: s["with"]
+        for s in job["steps"]
+        if s.get("uses", "").startswith("actions/checkout@")
+    }
+    assert set(checkouts) == {"trusted", "base", "head"}
+    assert "ref" not in checkouts["trusted"]  # the default branch: driver and gate
+    assert checkouts["base"]["ref"] == "${{ needs.plan.outputs.base_sha }}"
+    assert checkouts["head"]["ref"] == "${{ needs.plan.outputs.head_sha }}"
+    install = _step(
+        gpu,
+        "stack",
+        "Three venvs under RUNNER_TEMP, hashed wheels - the driver's, the base's, the head's",
+    )
+    assert install["run"].splitlines() == [
+        "trusted/.github/scripts/install-venv.sh trusted",
+        "trusted/.github/scripts/install-venv.sh base base-venv",
+        "trusted/.github/scripts/install-venv.sh head head-venv",
+    ]
+    assert "env" not in install  # no flash-attn wheel: it is built for one torch
+    assert "volumes" not in job["container"]
+    command = " ".join(_step(gpu, "stack", "Stack A/B gate")["run"].replace("\\\n", " ").split())
+    assert 'gpt2-bench ab --repo head --base "$BASE_SHA" --out stack' in command
+    assert '--base-python "$RUNNER_TEMP/base-venv/bin/python"' in command
+    assert '--head-python "$RUNNER_TEMP/head-venv/bin/python"' in command
+    assert '--json stack/verdict.json --markdown "$GITHUB_STEP_SUMMARY"' in command
+    # the same grid as the ab job's
+    ab = " ".join(_step(gpu, "ab", "A/B gate")["run"].replace("\\\n", " ").split())
+    grid = ab.split(" -- ", 1)[1].split(" || ")[0]
+    assert f" -- {grid} || status=$?" in command
+    upload = _step(gpu, "stack", "Upload the verdict for the pull-request comment")
+    merge_upload = _step(gpu, "merge", "Upload the verdict for the pull-request comment")
+    assert upload["with"]["name"] == merge_upload["with"]["name"] == "gpu-gate-verdict"
+    assert upload["with"]["path"] == "gate-comment/"
+
+
+def test_the_stack_gate_step_leaves_the_verdict_and_what_it_compared(tmp_path: Path) -> None:
+    """The step's own script, with a fake gpt2-bench whose A/B finds a regression."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "gpt2-bench"
+    fake.write_text(
+        '#!/usr/bin/env bash\necho "$*" >> calls.log\n'
+        'if [ "$1" = ab ]; then\n'
+        '  echo \'{"rows": [], "exit_code": 1}\' > stack/verdict.json; exit 1\nfi\n'
+    )
+    fake.chmod(0o755)
+    (tmp_path / "stack").mkdir()
+    out = tmp_path / "output"
+    out.touch()
+    step = _step(_load(GPU), "stack", "Stack A/B gate")
+    pins = "torch 2.13.0 -> 2.14.0"
+    env = {
+        "PATH": f"{bindir}:{Path(sys.executable).parent}:/usr/bin:/bin",
+        "BASE_SHA": BASE,
+        "HEAD_SHA": HEAD,
+        "STACK_PINS": pins,
+        "GPT2_MODEL": "gpt2",
+        "RUNNER_TEMP": str(tmp_path),
+        "GITHUB_OUTPUT": str(out),
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+    }
+    proc = subprocess.run(
+        ["bash", "-e", "-c", step["run"]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr  # the status is passed on, judged by a later step
+    assert out.read_text() == "status=1\n"
+    assert json.loads((tmp_path / "gate-comment" / "gate-verdict.json").read_text())["rows"] == []
+    record = json.loads((tmp_path / "gate-comment" / "stack.json").read_text())
+    assert record == {"kind": "stack", "pins": pins, "base_sha": BASE, "head_sha": HEAD}
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert calls[0].startswith(f"ab --repo head --base {BASE} --out stack --base-python")
+    assert calls[1].startswith("comment stack/verdict.json --title gpt2-bench stack A/B gate")
+
+
+@pytest.mark.parametrize(
+    ("ran", "expected"),
+    [
+        ({"stack": "failure"}, ("failure", "failure")),
+        ({"bench": "success", "merge": "failure"}, ("success", "failure")),
+        ({"ab": "cancelled"}, ("cancelled", "cancelled")),
+        ({}, ("skipped", "skipped")),  # a refused plan
+    ],
+)
+def test_the_status_reads_the_job_that_ran_the_grid(
+    gpu: dict[str, Any], ran: dict[str, str], expected: tuple[str, str]
+) -> None:
+    env = _step(gpu, "status", "Say what happened")["env"]
+    needs = {job: {"result": ran.get(job, "skipped")} for job in ("bench", "merge", "ab", "stack")}
+    needs["stack"]["outputs"] = {"gate_status": "1"} if "stack" in ran else {}
+    context = {"needs": needs}
+    assert (evaluate(env["BENCH_RESULT"], context), evaluate(env["MERGE_RESULT"], context)) == (
+        expected
+    )
+    assert evaluate(env["GATE_STATUS"], context) == ("1" if "stack" in ran else "")
+    assert env["STACK"] == "${{ needs.plan.outputs.stack }}"
+    assert env["STACK_PINS"] == "${{ needs.plan.outputs.stack_pins }}"
+
+
+def test_the_status_of_a_stack_comparison_says_which_pins_changed() -> None:
+    pins = "torch 2.13.0 -> 2.14.0"
+    status = _status(GATE_STATUS="1", STACK="changed", STACK_PINS=pins, MERGE_RESULT="failure")
+    assert status["outcome"] == "gated" and status["reason"] == "stack A/B exit 1: regression"
+    assert status["kind"] == "stack" and status["stack_pins"] == pins
+    failed = _status(BENCH_RESULT="failure", MERGE_RESULT="failure", STACK="changed")
+    assert failed["outcome"] == "failed-shard" and "stack A/B job" in failed["reason"]
+    plain = _status(GATE_STATUS="0", BASELINE_FOUND="true", BASELINE=MATCHING, STACK="same")
+    assert plain["kind"] == "gate" and plain["stack_pins"] == ""
+
+    from gpt2_fixtures.results import comment as render
+
+    run = render.RunInfo("failure", HEAD, "https://github.com/owner/gpt2-bench/actions/runs/9")
+    text = render.render_run(run, status, None)
+    assert "Stack comparison" in text and "torch 2.13.0 -\\> 2.14.0" in text
+
+
+# stack-diff.py on small lock files and pyproject tables
+
+LOCK = """# This file was autogenerated by uv
+torch==2.13.0 \\
+    --hash=sha256:aaaa
+    # via gpt2-bench
+triton==3.5.0 \\
+    --hash=sha256:bbbb
+Typing_Extensions==4.15.0 \\
+    --hash=sha256:cccc
+"""
+PYPROJECT = """[project]
+name = "gpt2-bench"
+version = "0.4.1"
+dependencies = ["torch>=2.13", "numpy>=2.4"]
+
+[project.optional-dependencies]
+dev = ["ruff>=0.17"]
+"""
+
+
+def _stack_diff(tmp_path: Path, base: dict[str, str], head: dict[str, str]) -> dict[str, str]:
+    for side, files in (("base", base), ("head", head)):
+        for path, text in files.items():
+            (tmp_path / side / path).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / side / path).write_text(text, encoding="utf-8")
+    paths = sorted(base.keys() | head.keys())
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPTS / "stack-diff.py"),
+            *(str(tmp_path / s) for s in ("base", "head")),
+            *paths,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return dict(line.split("=", 1) for line in proc.stdout.splitlines())
+
+
+GPU_TXT = ".github/requirements/gpu.txt"
+
+
+@pytest.mark.parametrize(
+    ("base", "head", "stack", "pins"),
+    [
+        (
+            {GPU_TXT: LOCK},
+            {GPU_TXT: LOCK.replace("2.13.0", "2.14.0").replace("3.5.0", "3.6.0")},
+            "changed",
+            "torch 2.13.0 -> 2.14.0, triton 3.5.0 -> 3.6.0",
+        ),
+        (  # a pin added and one removed (names normalised)
+            {GPU_TXT: LOCK},
+            {GPU_TXT: LOCK.replace("Typing_Extensions==4.15.0", "filelock==3.20.0")},
+            "changed",
+            "filelock (new) 3.20.0, typing-extensions 4.15.0 (removed)",
+        ),
+        (  # the header comment only: the same stack
+            {GPU_TXT: LOCK},
+            {GPU_TXT: LOCK.replace("by uv", "by uv 0.9")},
+            "same",
+            "",
+        ),
+        (
+            {GPU_TXT: LOCK},
+            {GPU_TXT: LOCK.replace("aaaa", "dddd")},
+            "changed",
+            "changed (hashes or options only)",
+        ),
+        (  # a CPU constraints file arrives
+            {},
+            {"constraints/cpu.txt": "torch==2.13.0\n"},
+            "changed",
+            "constraints/cpu.txt: torch (new) 2.13.0",
+        ),
+        (
+            {"pyproject.toml": PYPROJECT},
+            {"pyproject.toml": PYPROJECT.replace("torch>=2.13", "torch>=2.14")},
+            "changed",
+            "pyproject.toml: dependencies -torch>=2.13 +torch>=2.14",
+        ),
+        (
+            {"pyproject.toml": PYPROJECT},
+            {"pyproject.toml": PYPROJECT.replace('["ruff>=0.17"]', '["ruff>=0.17", "mypy"]')},
+            "changed",
+            "pyproject.toml: [dev] +mypy",
+        ),
+        (  # a new version or description is not a stack change
+            {"pyproject.toml": PYPROJECT},
+            {"pyproject.toml": PYPROJECT.replace("0.4.1", "0.5.0")},
+            "same",
+            "",
+        ),
+        (
+            {"pyproject.toml": PYPROJECT},
+            {"pyproject.toml": PYPROJECT + "[broken\n"},
+            "changed",
+            "pyproject.toml: does not parse as TOML on one side",
+        ),
+        (  # the GPU lock's pins come first, then each other file by name
+            {GPU_TXT: LOCK, ".github/requirements/gpu.in": "torch==2.13.0\n"},
+            {
+                GPU_TXT: LOCK.replace("2.13.0", "2.14.0"),
+                ".github/requirements/gpu.in": "torch==2.14.0\n",
+            },
+            "changed",
+            "torch 2.13.0 -> 2.14.0; .github/requirements/gpu.in: changed (hashes or options only)",
+        ),
+    ],
+)
+def test_stack_diff_says_whether_and_which_pins_changed(
+    tmp_path: Path, base: dict[str, str], head: dict[str, str], stack: str, pins: str
+) -> None:
+    assert _stack_diff(tmp_path, base, head) == {"stack": stack, "stack_pins": pins}
+
+
+def test_stack_diff_keeps_the_pull_requests_text_inert(tmp_path: Path) -> None:
+    evil = LOCK.replace("torch==2.13.0", "torch==2.13.0`<b>$(x)\\nmode=main")
+    said = _stack_diff(tmp_path, {GPU_TXT: LOCK}, {GPU_TXT: evil})
+    assert said == {"stack": "changed", "stack_pins": "torch 2.13.0 -> 2.13.0bx"}
+
+
+# plan.sh: the compare, the files at both commits, stack-diff.py
+
+
+def _stack_plan(
+    tmp_path: Path, files: list[str] | None, base: dict[str, str], head: dict[str, str]
+) -> tuple[int, str, list[str]]:
+    """plan.sh for pull request 7 with a fake `gh`: the compare lists ``files`` (fails for None),
+    the contents API serves ``base`` at BASE and ``head`` at HEAD (404 for anything else)."""
+    for sha, tree in ((BASE, base), (HEAD, head)):
+        for path, text in tree.items():
+            (tmp_path / sha / path).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / sha / path).write_text(text, encoding="utf-8")
+    if files is not None:
+        (tmp_path / "files.txt").write_text("".join(f"{f}\n\n" for f in files), encoding="utf-8")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    gh = bindir / "gh"
+    gh.write_text(
+        f"""#!/usr/bin/env bash
+echo "$*" >> {tmp_path}/calls.log
+for arg in "$@"; do case "$arg" in repos/*) url=$arg ;; esac; done
+case "$url" in
+  */pulls/7) echo "open {HEAD} {BASE}" ;;
+  */compare/{BASE}...{HEAD}*) cat {tmp_path}/files.txt ;;  # exits 1 without the file
+  */contents/*)
+    path=${{url#*/contents/}}; ref=${{path#*\\?ref=}}; path=${{path%%\\?*}}
+    cat "{tmp_path}/$ref/$path" 2>/dev/null || {{ echo '{{"message": "Not Found"}}'; exit 1; }} ;;
+  *) exit 1 ;;
+esac
+""",
+        encoding="utf-8",
+    )
+    gh.chmod(0o755)
+    out = tmp_path / "out"
+    out.touch()
+    env = {
+        "PATH": f"{bindir}:/usr/bin:/bin",
+        "EVENT": "workflow_dispatch",
+        "PR": "7",
+        "PR_SHA": HEAD,
+        "GITHUB_SHA": "1" * 40,
+        "GITHUB_REF": "refs/heads/main",
+        "DEFAULT_BRANCH": "main",
+        "GITHUB_REPOSITORY": REPO,
+        "GPU_IMAGE": "ghcr.io/owner/gpu@sha256:" + "a" * 64,
+        "GITHUB_OUTPUT": str(out),
+        "RUNNER_TEMP": str(tmp_path),
+    }
+    proc = _script("plan.sh", env=env)
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    return proc.returncode, out.read_text(encoding="utf-8"), calls
+
+
+def test_plan_finds_a_stack_change_and_its_pins(tmp_path: Path) -> None:
+    bumped = LOCK.replace("2.13.0", "2.14.0")
+    files = ["gpt2_fixtures/cli.py", GPU_TXT, "pyproject.toml"]
+    base = {GPU_TXT: LOCK, "pyproject.toml": PYPROJECT}
+    head = {GPU_TXT: bumped, "pyproject.toml": PYPROJECT.replace("0.4.1", "0.5.0")}
+    code, out, calls = _stack_plan(tmp_path, files, base, head)
+    assert code == 0, out
+    assert out.endswith(
+        f"base_sha={BASE}\nstack=changed\nstack_pins=torch 2.13.0 -> 2.14.0\n"
+    )  # the pyproject change is its version only
+    assert f"--paginate repos/{REPO}/compare/{BASE}...{HEAD}?per_page=100" in " ".join(calls)
+    fetched = [c.split()[-1] for c in calls if "/contents/" in c]
+    assert sorted(fetched) == sorted(
+        f"repos/{REPO}/contents/{p}?ref={sha}"
+        for p in (GPU_TXT, "pyproject.toml")
+        for sha in (BASE, HEAD)
+    )
+
+
+def test_plan_of_an_ordinary_pull_request_fetches_no_file(tmp_path: Path) -> None:
+    code, out, calls = _stack_plan(tmp_path, ["gpt2_fixtures/cli.py", "README.md"], {}, {})
+    assert code == 0 and out.endswith("stack=same\nstack_pins=\n")
+    assert not [c for c in calls if "/contents/" in c]
+
+
+def test_plan_counts_a_new_constraints_file_and_a_too_long_compare(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    new = {"constraints/cpu.txt": "torch==2.13.0\n"}
+    code, out, _ = _stack_plan(tmp_path / "a", ["constraints/cpu.txt"], {}, new)
+    assert code == 0 and out.endswith(
+        "stack=changed\nstack_pins=constraints/cpu.txt: torch (new) 2.13.0\n"
+    )
+    (tmp_path / "b").mkdir()
+    many = [f"docs/f{i}.md" for i in range(300)]
+    code, out, calls = _stack_plan(tmp_path / "b", many, {}, {})
+    assert code == 0 and "stack=changed\nstack_pins=the compare lists 300 paths" in out
+    assert not [c for c in calls if "/contents/" in c]
+    (tmp_path / "c").mkdir()  # a path listed on two pages counts once
+    code, out, _ = _stack_plan(tmp_path / "c", many[:150] * 2, {}, {})
+    assert code == 0 and out.endswith("stack=same\nstack_pins=\n")
+
+
+def test_plan_of_main_is_never_a_stack_comparison(tmp_path: Path) -> None:
+    code, out = _plan(tmp_path, "", "", OPEN, EVENT="push")
+    assert code == 0 and out.startswith(f"mode=main\npr=\nhead_sha={'1' * 40}")
+    assert "stack=same\nstack_pins=\n" in out
+
+
+def test_plan_fails_when_the_compare_cannot_be_read(tmp_path: Path) -> None:
+    # a failed compare (the fake gh exits 1) fails the plan: it never reads as `same`
+    code, out, _ = _stack_plan(tmp_path, None, {}, {})
+    assert code == 1 and "stack=" not in out
+
+
+def test_docs_say_how_a_stack_bump_is_judged() -> None:
+    docs = (ROOT / "docs" / "ci.md").read_text(encoding="utf-8")
+    assert "## A pull request that bumps the stack" in docs
+    for needed in ("stack-diff.py", "base-venv", "head-venv", '"kind": "stack"', "stack_pins"):
+        assert needed in docs, needed
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "docs/ci.md#a-pull-request-that-bumps-the-stack" in readme

@@ -2,8 +2,9 @@
 # plan.sh: decide what a gpu-benchmarks run benchmarks, before any self-hosted job starts.
 # Env: EVENT (github.event_name), PR and PR_SHA (workflow_dispatch inputs; empty for a run of
 # main), GITHUB_SHA, GITHUB_REF, DEFAULT_BRANCH, GPU_IMAGE (repository variable), and GH_TOKEN
-# with pull-requests: read. Writes mode, pr, head_sha and base_sha to $GITHUB_OUTPUT; exits 1,
-# with an ::error:: saying why, when the request must not run.
+# with pull-requests: read. Writes mode, pr, head_sha, base_sha, stack (changed or same) and
+# stack_pins (which pins changed, one line) to $GITHUB_OUTPUT; exits 1, with an ::error:: saying
+# why, when the request must not run.
 set -euo pipefail
 out="${GITHUB_OUTPUT:-/dev/null}"
 refuse() {
@@ -20,6 +21,7 @@ if [ -z "${PR:-}" ] && [ -z "${PR_SHA:-}" ]; then
   mode=main
   [ "$GITHUB_REF" = "refs/heads/$DEFAULT_BRANCH" ] || mode=branch
   printf 'mode=%s\npr=\nhead_sha=%s\nbase_sha=%s\n' "$mode" "$GITHUB_SHA" "$GITHUB_SHA" >> "$out"
+  printf 'stack=same\nstack_pins=\n' >> "$out"
   echo "Benchmarking $GITHUB_REF at $GITHUB_SHA ($mode)."
   exit 0
 fi
@@ -38,3 +40,39 @@ read -r state head base < <(gh api "repos/$GITHUB_REPOSITORY/pulls/$PR" \
   refuse "pull request #$PR moved to $head since $PR_SHA was reviewed: review it, run again."
 printf 'mode=pr\npr=%s\nhead_sha=%s\nbase_sha=%s\n' "$PR" "$head" "$base" >> "$out"
 echo "Benchmarking pull request #$PR at $head (base $base)."
+
+# Does it change the stack (docs/ci.md, "A pull request that bumps the stack")? The stack files
+# that the compare of base...head lists are downloaded at both commits, as data, and compared by
+# stack-diff.py. GitHub's compare lists at most 300 files: a longer list counts as a stack change.
+# A failed call fails the plan (set -e): a stack change must not pass unseen. Each path once
+# (pages after the first list the commits; should one repeat the files, they count once).
+files=$(gh api --paginate "repos/$GITHUB_REPOSITORY/compare/$base...$head?per_page=100" \
+  --jq '.files[]? | "\(.filename)\n\(.previous_filename // "")"' | sort -u)
+count=0
+stack_paths=()
+while IFS= read -r path; do
+  [ -n "$path" ] || continue
+  count=$((count + 1))
+  if [[ "$path" =~ ^(pyproject\.toml|\.github/requirements/gpu\.(txt|in)|constraints/[A-Za-z0-9._-]+)$ ]]; then
+    stack_paths+=("$path")
+  fi
+done <<< "$files"
+if [ "$count" -ge 300 ]; then
+  printf 'stack=changed\nstack_pins=%s\n' \
+    "the compare lists $count paths (GitHub lists 300 files at most): treated as a stack change" \
+    >> "$out"
+  echo "Stack: treated as changed ($count paths listed)."
+  exit 0
+fi
+dir=$(mktemp -d "${RUNNER_TEMP:-/tmp}/stack.XXXXXX")
+for side in base head; do
+  sha=$base
+  [ "$side" = base ] || sha=$head
+  for path in "${stack_paths[@]}"; do
+    mkdir -p "$dir/$side/$(dirname "$path")"
+    # A file absent on one side (added, removed, renamed) stays absent: stack-diff.py says so.
+    gh api -H "Accept: application/vnd.github.raw+json" "repos/$GITHUB_REPOSITORY/contents/$path?ref=$sha" \
+      > "$dir/$side/$path" 2> /dev/null || rm -f "$dir/$side/$path"
+  done
+done
+python3 "$(dirname "$0")/stack-diff.py" "$dir/base" "$dir/head" "${stack_paths[@]}" | tee -a "$out"

@@ -11,6 +11,8 @@ input comes from the environment (job results and the merge job's outputs):
   BASELINE_FOUND                           true / false ('' when not looked for)
   BASELINE                                 `pool-runs.py describe` JSON, plus the run that made it
   DEVICE                                   this run's device slug
+  STACK, STACK_PINS                        plan.sh: changed or same, and which pins changed; a
+                                           change is judged by the `stack` job's A/B
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ def _baseline() -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data else None
 
 
+def stack_changed() -> bool:
+    return _env("STACK") == "changed"
+
+
 def outcome() -> tuple[str, str]:
     """(outcome, reason), first match wins: the earliest thing that went wrong is the story."""
     plan, bench, merge = _env("PLAN_RESULT"), _env("BENCH_RESULT"), _env("MERGE_RESULT")
@@ -50,8 +56,11 @@ def outcome() -> tuple[str, str]:
     if plan != "success":
         return "refused", "the request was refused (see the plan job: a moved head, a bad input)"
     if gate in GATE_EXITS:  # the gate ran, so every shard had come back
-        return "gated", f"gate exit {gate}: {GATE_EXITS[gate]}"
+        gate_name = "stack A/B" if stack_changed() else "gate"
+        return "gated", f"{gate_name} exit {gate}: {GATE_EXITS[gate]}"
     if bench != "success":
+        if stack_changed():
+            return "failed-shard", f"the stack A/B job ended with {bench or 'no result'}"
         return "failed-shard", f"a benchmark shard ended with {bench or 'no result'}"
     if found == "false":
         device = _env("DEVICE") or "this device"
@@ -81,6 +90,11 @@ def status() -> dict[str, Any]:
         "device": _env("DEVICE"),
         "gate_exit": int(gate) if gate.isdigit() else None,
         "baseline": _baseline() if _env("BASELINE_FOUND") == "true" else None,
+        # "stack": the base commit in its environment against the head in its own (an A/B on one
+        # runner), because the pull request changes the stack; "gate" otherwise (the stored
+        # baseline, or with GPU_GATE=ab the interleaved A/B, both on one stack)
+        "kind": "stack" if stack_changed() else "gate",
+        "stack_pins": _env("STACK_PINS") if stack_changed() else "",
     }
 
 

@@ -425,18 +425,32 @@ def baseline_line(status: Mapping[str, Any]) -> str:
     return "Baseline: " + ", ".join(p for p in parts if p) + "."
 
 
+def stack_line(status: Mapping[str, Any]) -> str:
+    """What a stack comparison compared: both commits, each in its own environment, and the pins
+    that changed (`stack_pins`, from the pull request's lock files: untrusted, escaped)."""
+    pins = _text(status.get("stack_pins"), 500) or "not listed"
+    return (
+        "Stack comparison: this pull request changes the stack, so the base commit in its own "
+        "environment (its lock) was run against the head in the pull request's, alternately on "
+        f"one runner, judged on raw wall-clock; no stored baseline was used. Changed: {pins}."
+    )
+
+
 def status_lines(run: RunInfo, status: Mapping[str, Any] | None) -> list[str]:
-    """Head, run, base and baseline, and what happened (outcome and reason)."""
+    """Head, run, base and baseline (or the stack compared), and what happened."""
     lines = [f"Head `{_sha(run.head_sha)}`, {_link(run)}."]
     if status is None:
         return [*lines, "", "No status artifact: the run ended before it could say what happened."]
     lines[0] = lines[0][:-1] + f", pull request base `{_sha(status.get('base_sha'))}`."
     outcome = str(status.get("outcome", ""))
     said = OUTCOMES.get(outcome, f"unknown outcome {_text(outcome, 40)}")
+    stack = status.get("kind") == "stack"
+    if stack and outcome == "gated":
+        said = "gated by the stack A/B (base and head, each in its own environment)"
     reason = _text(status.get("reason"), 300)
     return [
         *lines,
-        baseline_line(status),
+        stack_line(status) if stack else baseline_line(status),
         "",
         f"What happened: {said}" + (f" ({reason})." if reason else "."),
     ]
