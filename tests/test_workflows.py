@@ -481,10 +481,6 @@ def test_gpt2_bench_calls_in_workflows_match_the_cli(
     assert expected <= {sub for sub, _ in calls}
     helps: dict[str, str] = {}
     for sub, flags in calls:
-        if sub in PENDING and sub not in SUBCOMMANDS:
-            continue  # written by another helper at the same time; checked once it is registered
-        pending = {f for f in PENDING_FLAGS.get(sub, set()) if f not in _help(sub, helps)}
-        flags = flags - pending  # checked once the other branch has added them
         unknown = [flag for flag in sorted(flags) if flag not in _help(sub, helps)]
         assert not unknown, f"gpt2-bench {sub} has no option {unknown}"
 
@@ -502,13 +498,6 @@ def _help(sub: str, helps: dict[str, str]) -> str:
         helps[sub] = proc.stdout
     return helps[sub]
 
-
-# Subcommands the workflows call that land on main from another branch (issue 14's `history`,
-# contract 11); the lead removes a name once its branch is merged.
-PENDING: set[str] = set()
-# Options likewise pending: `gpt2-bench ab --base-python/--head-python` (issue 25, item 1) are
-# added by another branch; the stack job calls them (remove once merged).
-PENDING_FLAGS: dict[str, set[str]] = {"ab": {"--base-python", "--head-python"}}
 
 _CLI_HELP = (
     "import sys; sys.argv = ['gpt2-bench', sys.argv[1], '--help']; "
