@@ -473,7 +473,6 @@ def _gpt2_bench_commands(text: str) -> list[tuple[str, set[str]]]:
 def test_gpt2_bench_calls_in_workflows_match_the_cli(
     ci: dict[str, Any], gpu: dict[str, Any]
 ) -> None:
-    from gpt2_fixtures.cli import SUBCOMMANDS
 
     comment_calls = _run_text(_load(COMMENT)).replace("python3 -m gpt2_fixtures.cli", "gpt2-bench")
     calls = _gpt2_bench_commands(_run_text(ci) + "\n" + _run_text(gpu) + "\n" + comment_calls)
