@@ -29,7 +29,8 @@ def test_tree(benchmark):
 """
 
 
-# ... and records a fingerprint, which the gate requires of both sides (issue 23, item 9)
+# ... and records a fingerprint, which the gate requires of both sides (docs/gate.md,
+# "Comparable or not")
 MINI_CONFTEST = """
 def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["gpt2"] = {"device": "cpu", "device_name": "mini"}

@@ -1,5 +1,5 @@
-"""`gpt2-bench ab` across two environments (issue 25): argument handling, the one-line exit-2
-cases and the header here; the real A/B with the slow-torch stand-in in test_ab_stack.py."""
+"""`gpt2-bench ab` across two environments (docs/upgrades.md): argument handling, the one-line
+exit-2 cases and the header here; the real A/B with the slow-torch stand-in in test_ab_stack.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""A stack upgrade judged by real processes (issue 25): `gpt2-bench ab --base-python` with the
-slow-torch stand-in (tools/slow_python, matrix products and attention 40% slower) on one tiny
-case. Verdicts are asserted, never a timing; each test spawns 6-7 benchmark processes."""
+"""A stack upgrade judged by real processes (docs/upgrades.md): `gpt2-bench ab --base-python`
+with the slow-torch stand-in (tools/slow_python, matrix products and attention 40% slower) on
+one tiny case. Verdicts are asserted, never a timing; each test spawns 6-7 benchmark
+processes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Calibrated baselines, exit-code policy and the verdict JSON (contract 2); no timing."""
+"""Calibrated baselines, exit-code policy and the verdict JSON (docs/gate.md, "Output");
+no timing."""
 
 from __future__ import annotations
 

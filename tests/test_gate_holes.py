@@ -1,4 +1,4 @@
-"""The eight holes of issue 16, one test each: result files built from known distributions
+"""The eight holes of the 0.2 gate, one test each: result files built from known distributions
 (per-round times, per-process machine-speed factors applied to step and control alike). Each
 test failed on 0.2.0's gate. No benchmark runs, no timing."""
 

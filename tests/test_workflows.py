@@ -1088,7 +1088,8 @@ def test_main_keeps_its_runs_builds_a_calibrated_baseline_and_shows_history(
         assert not evaluate(step["if"], _event("workflow_dispatch", pr="7")), name
         assert not evaluate(step["if"], _event("workflow_dispatch", mode="branch")), name
     keep = _step(gpu, "merge", "Keep the last N main runs")["run"]
-    assert 'gpt2-bench baseline "${newest[@]}" gpu-baseline.json' in keep  # contract 10
+    # docs/ci.md, per-device baselines
+    assert 'gpt2-bench baseline "${newest[@]}" gpu-baseline.json' in keep
     history = _step(gpu, "merge", "History of main (change points)")["run"]
     assert "gpt2-bench history history-runs/*.json --out history --json history.json" in history
     assert 'history/history.md >> "$GITHUB_STEP_SUMMARY"' in history
@@ -1356,7 +1357,7 @@ def test_pins_match_the_checked_release(path: Path) -> None:
             assert (sha, match["rest"].strip().removeprefix("# ")) == PINS[action], line
 
 
-# --- A pull request that bumps the stack (issue 25, item 4): the stack job's A/B ---------------
+# --- A pull request that bumps the stack (docs/ci.md): the stack job's A/B ---------------
 
 
 def test_a_stack_changing_pull_request_runs_the_stack_ab_instead_of_the_gate(

@@ -75,7 +75,8 @@ class GateHooks:
         allow = gate_option(self.config, "allow_device_mismatch")
         self.result = gate.gate_documents(base, doc, settings, allow)
         gate.write_outputs(self.result, opts.gate_markdown, opts.gate_json)
-        # 1 regression, 3 not fully judged (contract 3); a run already failing keeps its status.
+        # 1 regression, 3 not fully judged (docs/gate.md, exit status); a run already failing
+        # keeps its status.
         code = self.result.exit_code
         if code and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = code

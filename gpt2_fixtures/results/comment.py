@@ -1,6 +1,6 @@
 """`gpt2-bench comment`: the gate's verdict JSON as one pull-request comment, in Markdown.
 
-Pure: reads the JSON that `gpt2-bench compare --json` writes (contract 2 in docs/ci.md) and,
+Pure: reads the JSON that `gpt2-bench compare --json` writes (docs/gate.md, "Output") and,
 in CI, the run's status JSON (`.github/scripts/run-status.py`), and returns text; no torch, no
 pytest, no network. Both come from a pull request's run, so they are untrusted data: every string
 is cut short, stripped of invisible and bidi characters, and escaped before it reaches Markdown (no

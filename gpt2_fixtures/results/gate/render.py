@@ -106,8 +106,8 @@ def _safe(x: float | None) -> float | str | None:
 
 
 def to_json(result: GateResult) -> dict[str, Any]:
-    """The verdict JSON (contract 2): verdict, exit code, summary, rows, new, missing, failed
-    cases, notes and settings; infinite numbers become the strings "inf"/"-inf"."""
+    """The verdict JSON (docs/gate.md, "Output"): verdict, exit code, summary, rows, new,
+    missing, failed cases, notes and settings; infinite numbers become "inf"/"-inf"."""
     rows = [
         {k: _safe(v) if isinstance(v, float) else v for k, v in asdict(r).items()}
         for r in result.rows
