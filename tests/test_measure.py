@@ -7,7 +7,7 @@ import pytest
 import torch
 from helpers import FakeBenchmark
 
-from gpt2_fixtures.bench import measure, memory
+from gpt2_fixtures.bench import counters, measure, memory
 
 
 class FakeMemory:
@@ -120,15 +120,35 @@ def test_settled_memory_combines_ranks_before_the_statistics():
     tracker = FakeMemory([500.0] * memory.SETTLED_ROUNDS)
     tracker.kind = "cpu_rss"
     info = memory.settled_memory(lambda: None, tracker, reduce=lambda p: [x + 100 for x in p])
-    assert info == {"peak_memory_mb": 600.0, "peak_memory_mb_std": 0.0, "step_allocated_mb": 100.0}
+    assert info == {
+        "peak_memory_mb": 600.0,
+        "peak_memory_mb_std": 0.0,
+        "step_allocated_mb": 100.0,
+        # the profiled step's totals go through the same reduction (one call for all of them)
+        "ops_per_step": 100,
+        "host_syncs_per_step": 100,
+        "allocs_per_step": 100,
+        "ops_by_name": {},
+    }
 
 
-def test_settled_memory_on_cuda_reads_reserved_too():
+def test_settled_memory_on_cuda_reads_reserved_too(monkeypatch):
     tracker = FakeMemory([300.0, 310.0, 300.0, 300.0, 300.0], reserved=512.0)
     tracker.kind = "cuda_allocated"
+    profiled = []
+
+    def fake_profile(step, cuda=False):
+        profiled.append(cuda)
+        return counters.from_events(["aten::mm"], [], [("kernel", "gemm")], cuda=cuda)
+
+    monkeypatch.setattr(counters, "profile_step", fake_profile)
     info = memory.settled_memory(lambda: None, tracker)
     assert info["peak_memory_mb"] == 310.0 and info["peak_reserved_mb"] == 512.0
-    assert tracker.releases == tracker.resets == memory.SETTLED_ROUNDS
+    assert tracker.resets == memory.SETTLED_ROUNDS
+    # the profiled step (CUDA activities on) starts from released memory too; no
+    # step_allocated_mb on CUDA, where the allocator's peak is exact already
+    assert tracker.releases == memory.SETTLED_ROUNDS + 1 and profiled == [True]
+    assert info["kernel_launches_per_step"] == 1 and "step_allocated_mb" not in info
 
 
 def test_round_hooks_release_the_control_before_the_settled_steps():
@@ -145,7 +165,8 @@ def test_round_hooks_release_the_control_before_the_settled_steps():
     info = hooks.settled_memory(lambda: seen.append(hooks.control))
     # no step ran beside the control's tensors: the five settled ones nor the profiled one
     assert seen == [None] * (memory.SETTLED_ROUNDS + 1)
-    assert info == {"peak_memory_mb": 400.0, "peak_memory_mb_std": 0.0, "step_allocated_mb": 0.0}
+    assert info["step_allocated_mb"] == 0.0 and info["ops_per_step"] == 0
+    assert info["peak_memory_mb"] == 400.0 and info["peak_memory_mb_std"] == 0.0
 
 
 def test_settled_memory_footprint_is_the_peak_above_the_base():

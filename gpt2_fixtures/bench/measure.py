@@ -55,13 +55,20 @@ class RoundHooks:
     control_s: list[float] = field(default_factory=list)
     peaks_mb: list[float] = field(default_factory=list)
     reserved_mb: list[float] = field(default_factory=list)
+    # read before and after every round, untimed (counters.compile_mark for a compiled case)
+    probe: Callable[[], Any] | None = None
+    probed: list[Any] = field(default_factory=list)
 
     def setup(self) -> None:
+        if self.probe is not None:
+            self.probed.append(self.probe())
         if self.control is not None:
             self.control_s.append(self.control.run())
         self.memory.reset()
 
     def teardown(self, *args: Any, **kwargs: Any) -> None:
+        if self.probe is not None:
+            self.probed.append(self.probe())
         peak, reserved = self.memory.read()
         self.peaks_mb.append(peak)
         if reserved is not None:
@@ -70,6 +77,13 @@ class RoundHooks:
     def measured(self, values: list[float], rounds: int) -> list[float]:
         """Drop the warmup rounds' entries: the last ``rounds`` belong to measured rounds."""
         return values[-rounds:] if values else []
+
+    def timed_probes(self, rounds: int) -> tuple[Any, Any]:
+        """The probe's values before the first timed round and after the last (None, None
+        without a probe or rounds)."""
+        if self.probe is None or rounds < 1 or len(self.probed) < 2 * rounds:
+            return None, None
+        return self.probed[-2 * rounds], self.probed[-1]
 
     def reduce(self, reduce: Reduce) -> None:
         """Combine the per-round peaks and control times across ranks (``reduce``: collective)."""

@@ -16,6 +16,8 @@ from typing import Protocol
 
 import torch
 
+from gpt2_fixtures.bench import counters
+
 MB = 1024 * 1024
 # Untimed steps that read the memory peak (see settled_peaks). Two rounds often agree by
 # chance while the next three differ by one logits-sized buffer: five show the spread.
@@ -192,8 +194,9 @@ def settled_memory(
     base_mb: float | None = None,
 ) -> dict[str, float]:
     """``peak_memory_mb``, ``peak_memory_mb_std`` (and ``peak_reserved_mb`` on CUDA) from
-    settled rounds; nothing where the peak cannot be reset (``cpu_rss_lifetime``). On a CPU one
-    more settled step, profiled, gives ``step_allocated_mb``.
+    settled rounds; nothing where the peak cannot be reset (``cpu_rss_lifetime``). One more
+    settled step, profiled, gives the exact counters (counters.py) and, on a CPU,
+    ``step_allocated_mb``.
 
     ``base_mb`` (``resident_mb`` before the case's model was built) gives the case's own
     ``footprint_memory_mb`` = peak - base, which does not depend on what earlier cases left in
@@ -211,10 +214,11 @@ def settled_memory(
         info["footprint_memory_mb_std"] = statistics.stdev(footprints)
     if reserved:
         info["peak_reserved_mb"] = max(reduce(reserved))
+    tracker.release()
+    profiled = counters.profile_step(step, cuda=tracker.kind == CudaMemoryTracker.kind)
     if tracker.kind == "cpu_rss":  # CUDA's allocator peak is exact already
-        tracker.release()
-        info["step_allocated_mb"] = max(reduce([step_allocated_mb(step)]))
-    return info
+        info["step_allocated_mb"] = max(reduce([profiled.peak_bytes / MB]))
+    return info | counters.reduced(profiled.counters(), reduce)
 
 
 def step_allocated_mb(step: Callable[[], None]) -> float:
@@ -223,25 +227,7 @@ def step_allocated_mb(step: Callable[[], None]) -> float:
     every block it hands out and frees). Unlike the resident set it does not move with where
     glibc places a buffer (docs/measuring.md, "Allocated"); it does not see memory held from
     before the step (weights, optimizer state: the footprint does) nor non-tensor memory."""
-    from torch._C._profiler import _EventType
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    events: list[tuple[int, int]] = []
-    stack = list(prof.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        node = stack.pop()
-        if node.tag == _EventType.Allocation:
-            events.append((node.start_time_ns, node.extra_fields.alloc_size))
-        stack.extend(node.children)
-    # at equal times allocations before frees: the peak is not lowered by the order of a tie
-    events.sort(key=lambda e: (e[0], e[1] < 0))
-    live = peak = 0
-    for _, size in events:
-        live += size
-        peak = max(peak, live)
-    return peak / MB
+    return counters.profile_step(step).peak_bytes / MB
 
 
 def resident_mb(device: str) -> float | None:

@@ -14,7 +14,16 @@ from typing import Any
 
 import torch
 
-from gpt2_fixtures.bench import controls, data, distill, flops, models, optimizations, phases
+from gpt2_fixtures.bench import (
+    controls,
+    counters,
+    data,
+    distill,
+    flops,
+    models,
+    optimizations,
+    phases,
+)
 from gpt2_fixtures.bench.environment import device_name
 from gpt2_fixtures.bench.errors import first_line
 from gpt2_fixtures.bench.measure import CountedStep, Job, Measured, RoundHooks, measure_case
@@ -155,11 +164,15 @@ class Workbench:
         control = controls.control_for(model, s.device, case, tokens, n, s.control, adapter.twin)
         memory = memory_tracker(s.device)
         hooks = RoundHooks(memory, control) if job is None else job.hooks(memory, control)
+        before = counters.compile_mark() if case.recipe.compile else None
+        hooks.probe = counters.compile_mark if before is not None else None
         prepared = prepare(counted, case.recipe, model)  # compile_s, attn_kernel
         result = self._rounds(benchmark, counted, hooks, (case.batch_size, tokens), job)
         info = self.describe(case, n) | prepared | {"loss": None}
         info |= {} if job is None else job.keys()
         info |= result.info | self.flops_info(case, result.times)
+        if before is not None and result.times is not None:
+            info |= counters.compile_counters(before, *hooks.timed_probes(len(result.times)))
         if job is None:
             info["max_logit_diff"] = self.logit_diff(case, model)
         return dataclasses.replace(result, info=info)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-TestKind = Literal["rounds", "mean", "effect"]
+TestKind = Literal["rounds", "mean", "effect", "counter"]
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,8 @@ class Metric:
     # measured on the wall clock: judged against the control ratio when normalising
     time_derived: bool
     # "rounds": per-round samples (Mann-Whitney U); "mean": extra_info mean and `_std`
-    # (Welch); "effect": no significance test (memory is nearly deterministic)
+    # (Welch); "effect": no significance test (memory is nearly deterministic); "counter": an
+    # exact count of the profiled step or of torch.compile, judged by equality on one stack
     test: TestKind
     # extra_info list of per-round values aligned with stats.data (docs/gate.md): when both sides
     # carry it, the metric is judged on those rounds, normalised by the control like time
@@ -73,7 +74,28 @@ EXTRA_METRICS: tuple[Metric, ...] = (
     # off CUDA: the tensor memory a settled step allocates beyond what was alive before it,
     # from the profiler's allocation events (exact, where the resident set is not)
     Metric("step_allocated_mb", "MB", True, False, "effect", floor=1.0, exact=True),
+    *(
+        Metric(key, unit, True, False, "counter", exact=True)
+        for key, unit in (
+            # the profiled settled step (bench/counters.py; docs/measuring.md, "Exact counters")
+            ("ops_per_step", "ops"),
+            ("host_syncs_per_step", "syncs"),
+            ("allocs_per_step", "allocs"),
+            ("kernel_launches_per_step", "launches"),  # CUDA only
+            ("dtoh_copies_per_step", "copies"),  # CUDA only
+            # torch.compile recipes: from the first call to the first timed round, then in rounds
+            ("compile_graphs", "graphs"),
+            ("compile_graph_breaks", "breaks"),
+            ("compile_recompiles", "recompiles"),
+            ("recompiles_in_rounds", "recompiles"),
+        )
+    ),
 )
+# The per-operator counts of the profiled step beside the counters (extra_info, a dict): the gate
+# names the operators whose counts changed. Every scalar read dispatches SCALAR_READ_OP.
+OPS_BY_NAME = "ops_by_name"
+SCALAR_READ_OP = "aten::_local_scalar_dense"
+COUNTERS: tuple[Metric, ...] = tuple(m for m in EXTRA_METRICS if m.test == "counter")
 
 
 def normalised(metric: Metric) -> Metric:
