@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gpt2_fixtures.results.metrics import EXTRA_METRICS, ROUND_LIST_KEYS
+from gpt2_fixtures.results.metrics import EXTRA_METRICS, OPS_BY_NAME, ROUND_LIST_KEYS
 
 # the top-level section of a calibrated baseline: its between-process spreads
 CALIBRATION_KEY = "gpt2_calibration"
@@ -185,7 +185,7 @@ def _extra_problem(info: Mapping[str, Any], stats: Mapping[str, Any]) -> str:
     for metric in EXTRA_METRICS:
         # times and rates must be positive; memory may be 0 (nothing allocated), and a
         # footprint is a difference of two readings, so only finiteness is asked of it
-        positive = metric.test != "effect"
+        positive = metric.test not in ("effect", "counter")
         value = info.get(metric.key)
         problem = _number_problem(f"extra_info.{metric.key}", value, positive, optional=True)
         if problem and not (metric.key == "footprint_memory_mb" and _is_number(value)):
@@ -195,6 +195,9 @@ def _extra_problem(info: Mapping[str, Any], stats: Mapping[str, Any]) -> str:
         )
         if problem:
             return problem
+    problem = _ops_problem(info.get(OPS_BY_NAME))
+    if problem:
+        return problem
     data = stats.get("data")
     for key in ROUND_LIST_KEYS:
         values = info.get(key)
@@ -211,6 +214,19 @@ def _extra_problem(info: Mapping[str, Any], stats: Mapping[str, Any]) -> str:
         pairs = zip(data or [], values, strict=False)
         if key == "control_round_s" and not all(math.isfinite(t / c) for t, c in pairs):
             return "extra_info.control_round_s is too small to divide by (ratio overflows)"
+    return ""
+
+
+def _ops_problem(ops: Any) -> str:
+    """``extra_info.ops_by_name``, where recorded: operator name -> a count >= 0."""
+    if ops is None:
+        return ""
+    if not isinstance(ops, dict):
+        return f"extra_info.{OPS_BY_NAME} is not an object"
+    for name, count in ops.items():
+        problem = _number_problem(f"extra_info.{OPS_BY_NAME}[{name!r}]", count, positive=False)
+        if problem:
+            return problem
     return ""
 
 

@@ -87,7 +87,7 @@ def pool_entry(entries: Sequence[Mapping[str, Any]], label: str) -> dict[str, An
     info = dict(infos[0])
     info.update(_round_lists(infos, rounds))
     for m in EXTRA_METRICS:  # every metric the gate judges, from the one registry
-        info.update(_metric(m.key, m.std_key, m.test == "effect", infos, rounds))
+        info.update(_metric(m.key, m.std_key, m.test in ("effect", "counter"), infos, rounds))
     return {**first, "stats": round_stats([x for p in parts for x in p]), "extra_info": info}
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from gpt2_fixtures.results import files
 from gpt2_fixtures.results.fingerprint import check_environment
 from gpt2_fixtures.results.gate import samples
+from gpt2_fixtures.results.gate.counters import counter_rows
 from gpt2_fixtures.results.gate.stats import (
     MIN_ROUNDS,
     Alternative,
@@ -304,14 +305,21 @@ def _compare_benchmark(pair: _Pair) -> _Judged:
             confirmers[metric.key] = norm[0]
     done = {r.metric for r, _ in judged}
     for metric in EXTRA_METRICS:
-        if metric.judged and metric.key not in done:
+        if metric.judged and metric.key not in done and metric.test != "counter":
             extra = _mean_or_effect_row(pair, metric)
             judged += [extra] if extra is not None else []
+    judged += [(row, None) for row in _counter_rows(pair)]
     time_ratio = confirmers.get(TIME.key)
     rows = [_on_basis(r, _confirmer(r, confirmers, time_ratio), basis, pair) for r, _ in judged]
     tests = [((r.benchmark, r.metric), ev.p_worse) for r, ev in judged if ev and ev.tested]
     used = "ratio" if time_ratio is not None else "raw" if basis.raw_by_choice else "none"
     return _Judged(rows, used, tests)
+
+
+def _counter_rows(pair: _Pair) -> list[Row]:
+    """The exact tier (gate/counters.py): judged by equality, outside Holm's family."""
+    base, cur = samples.info(pair.base), samples.info(pair.cur)
+    return counter_rows(pair.name, pair.cur["fullname"], base, cur, pair.settings)
 
 
 def _confirmer(r: Row, confirmers: Mapping[str, Row], time_ratio: Row | None) -> Row | None:

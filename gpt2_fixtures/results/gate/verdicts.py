@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -38,6 +39,8 @@ class Threshold:
             raise ValueError(f"threshold must be non-negative, got {self.rel!r} and {self.floor!r}")
 
     def __str__(self) -> str:
+        if math.isinf(self.rel):
+            return "information only"
         text = f"{self.rel * 100:.3g}%"
         text = f"{text}:{self.floor:.3g}" if self.floor else text
         return f"{text} ({self.why})" if self.why else text
@@ -61,16 +64,27 @@ CALIBRATED_CAP = 0.20
 # to 15% in a case's footprint (where glibc's pages land; docs/gate.md "Memory"), more than three
 # calibration processes show. They are judged at this at least; step_allocated_mb, exact, keeps 1%.
 RESIDENT_CPU_REL = 0.10
+# Exact counters (operators, host syncs, graph breaks, ...) fail at any increase by default.
+COUNTER_REL = 0.0
+# `--threshold METRIC=info`: the metric is shown, never judged (e.g. operator counts)
+INFO_ONLY = "info"
+
+
+def _default_rel(test: str) -> float:
+    return {"effect": MEMORY_REL, "counter": COUNTER_REL}.get(test, TIME_REL)
+
+
 DEFAULT_THRESHOLDS: dict[str, Threshold] = {
     # normalised rows (time/control, ttft_ms/control, ...) use their raw metric's threshold
-    m.key: Threshold(MEMORY_REL if m.test == "effect" else TIME_REL, m.floor)
+    m.key: Threshold(_default_rel(m.test), m.floor)
     for m in METRICS.values()
     if m.threshold_of is None
 }
 
 
 def parse_threshold(text: str) -> tuple[str | None, str, Threshold]:
-    """Parse `[PATTERN@]METRIC=PCT%[:FLOOR]`, e.g. `time=15%`, `test_infer*@peak_memory_mb=2%:5`.
+    """Parse `[PATTERN@]METRIC=PCT%[:FLOOR]`, e.g. `time=15%`, `test_infer*@peak_memory_mb=2%:5`,
+    or `[PATTERN@]METRIC=info` (shown, never judged: e.g. `ops_per_step=info`).
 
     Raises ValueError with a message a user can act on.
     """
@@ -80,6 +94,8 @@ def parse_threshold(text: str) -> tuple[str | None, str, Threshold]:
     if not sep or metric not in DEFAULT_THRESHOLDS:
         known = ", ".join(DEFAULT_THRESHOLDS)
         raise ValueError(f"{text!r}: expected [PATTERN@]METRIC=PCT%[:FLOOR], METRIC one of {known}")
+    if value.strip() == INFO_ONLY:
+        return (pattern or None), metric, Threshold(math.inf)
     rel_text, _, floor_text = value.partition(":")
     rel_text = rel_text.strip()
     if not rel_text.endswith("%"):
