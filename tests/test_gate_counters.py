@@ -11,6 +11,8 @@ import pytest
 from helpers import result_entry
 
 from gpt2_fixtures.results import files, gate, pooling
+from gpt2_fixtures.results.report import tables
+from gpt2_fixtures.results.report.cases import cases_from_benchmarks
 
 OPS = {"aten::_local_scalar_dense": 29, "aten::item": 29, "aten::mm": 100, "aten::add": 40}
 
@@ -185,3 +187,23 @@ def test_the_verdict_json_and_markdown_carry_the_counter_rows():
     assert syncs["verdict"] == "REGRESSION" and syncs["unit"] == "syncs"
     json.dumps(gate.to_json(result), allow_nan=False)
     assert "aten::_local_scalar_dense 29 -> 31" in gate.to_markdown(result)
+
+
+def test_the_summary_shows_counters_in_one_column():
+    cases = cases_from_benchmarks([counted()])
+    table = tables.phase_table("train", cases)
+    headers = [c.header for c in table.columns]
+    assert "syncs · ops · allocs" in headers
+    assert not {"ops per step", "host syncs per step", "allocs per step"} & set(headers)
+    cell = table.rows[0][headers.index("syncs · ops · allocs")]
+    assert cell == "29 · 198 · 596"
+
+
+def test_the_change_table_shows_which_counters_moved():
+    base = cases_from_benchmarks([counted()])
+    cur = cases_from_benchmarks([counted(two_more_reads())])
+    table = tables.baseline_table("train", cur, base)
+    headers = [c.header for c in table.columns]
+    assert headers[-1] == "Δ counters" and table.rows[0][-1] == "ops +4, syncs +2"
+    same = tables.baseline_table("train", base, base)
+    assert same.rows[0][-1] == "="

@@ -248,10 +248,52 @@ def _metric_columns(cases: Sequence[CaseResult]) -> list[tuple[Column, Cell]]:
     cols += [
         (Column(metric_header(m)), lambda c, s, m=m: fmt_metric(c, m))  # type: ignore[misc]
         for m in EXTRA_METRICS
-        if _has(cases, m.key)
+        if _has(cases, m.key) and m.test != "counter"
+    ]
+    cols += [
+        (Column(header), lambda c, s, keys=keys: _counters_cell(c, keys))  # type: ignore[misc]
+        for header, keys in COUNTER_COLUMNS
+        if any(_has(cases, k) for k in keys)
     ]
     cols.append((Column(f"speedup vs {REFERENCE_RECIPE}"), _speedup_cell))
     return cols
+
+
+# The exact counters (metrics.py, test "counter") share a few columns instead of one each.
+COUNTER_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("syncs · ops · allocs", ("host_syncs_per_step", "ops_per_step", "allocs_per_step")),
+    ("launches · DtoH", ("kernel_launches_per_step", "dtoh_copies_per_step")),
+    (
+        "graphs · breaks · recompiles · in rounds",
+        ("compile_graphs", "compile_graph_breaks", "compile_recompiles", "recompiles_in_rounds"),
+    ),
+)
+# short names of the counters in a "Δ counters" cell
+_COUNTER_SHORT = {
+    "ops_per_step": "ops",
+    "host_syncs_per_step": "syncs",
+    "allocs_per_step": "allocs",
+    "kernel_launches_per_step": "launches",
+    "dtoh_copies_per_step": "DtoH",
+    "compile_graphs": "graphs",
+    "compile_graph_breaks": "breaks",
+    "compile_recompiles": "recompiles",
+    "recompiles_in_rounds": "recompiles in rounds",
+}
+
+
+def _counters_cell(case: CaseResult, keys: Sequence[str]) -> str:
+    return " · ".join(fmt_int(case.metric(k)) for k in keys)
+
+
+def counters_change(case: CaseResult, baseline: CaseResult) -> str:
+    """``syncs +2, ops +4``: the counters that differ from the baseline; ``=`` when none does."""
+    moved = []
+    for key, short in _COUNTER_SHORT.items():
+        now, before = case.metric(key), baseline.metric(key)
+        if now is not None and before is not None and now != before:
+            moved.append(f"{short} {now - before:+,.0f}")
+    return ", ".join(moved) or "="
 
 
 def _speedup_cell(case: CaseResult, ups: Mapping[str, Ratio | None]) -> str:
@@ -302,7 +344,8 @@ def baseline_table(
     """Per case: median before and after, and the relative change of each metric."""
     by_key = {c.key: c for c in baseline if c.phase == phase}
     both = [c for c in cases if c.key in by_key] + list(by_key.values())
-    metrics = [m for m in EXTRA_METRICS if _has(both, m.key)]
+    metrics = [m for m in EXTRA_METRICS if _has(both, m.key) and m.test != "counter"]
+    counted = any(_has(both, k) for k in _COUNTER_SHORT)
     rows = []
     for case in sort_cases(cases):
         old = by_key.pop(case.key, None)
@@ -312,6 +355,7 @@ def baseline_table(
             [case.optimization, str(case.batch_size or MISSING), str(case.seq_len or MISSING)]
             + [before, fmt_number(case.median_ms), fmt_change(ratios.get("median"))]
             + [fmt_change(ratios.get(m.key)) for m in metrics]
+            + ([counters_change(case, old) if old else MISSING] if counted else [])
         )
     note = (
         "Change = (this run - baseline) / baseline, with its 95% interval "
@@ -322,6 +366,7 @@ def baseline_table(
         note += " Only in the baseline: " + ", ".join(sorted(c.name for c in by_key.values()))
     headers = ["recipe", "batch", "seq_len", "baseline median ms", "median ms", "Δ median"]
     headers += [f"Δ {metric_header(m)}" for m in metrics]
+    headers += ["Δ counters"] if counted else []
     return Table(
         title=f"{phase}: change vs baseline",
         columns=[Column(h, numeric=h != "recipe") for h in headers],
