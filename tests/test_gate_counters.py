@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from helpers import result_entry
 
-from gpt2_fixtures.results import files, gate, pooling
+from gpt2_fixtures.results import comment, files, gate, pooling, tracking
+from gpt2_fixtures.results.metrics import COUNTERS
 from gpt2_fixtures.results.report import tables
 from gpt2_fixtures.results.report.cases import cases_from_benchmarks
 
@@ -207,3 +208,21 @@ def test_the_change_table_shows_which_counters_moved():
     assert headers[-1] == "Δ counters" and table.rows[0][-1] == "ops +4, syncs +2"
     same = tables.baseline_table("train", base, base)
     assert same.rows[0][-1] == "="
+
+
+def test_the_pr_comment_has_one_line_for_the_counters_and_no_chart_of_them():
+    result = judge(
+        doc(counted(), counted(batch=4)), doc(counted(two_more_reads()), counted(batch=4))
+    )
+    text = comment.render(gate.to_json(result))
+    line = next(x for x in text.splitlines() if x.startswith("**Exact counters**"))
+    assert line == (
+        "**Exact counters**: 4 of 6 rows equal to the baseline; changed: "
+        "`host_syncs_per_step` in 1, `ops_per_step` in 1."
+    )
+    assert "host\\_syncs\\_per\\_step 29 -\\> 31; aten::\\_local\\_scalar\\_dense" in text
+    assert "Other metrics that did not pass" not in text  # counters are not charted
+
+
+def test_the_wandb_table_has_a_column_per_counter():
+    assert {m.key for m in COUNTERS} <= set(tracking.TABLE_COLUMNS)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpt2_fixtures.results.metrics import METRICS
+from gpt2_fixtures.results.metrics import COUNTERS, METRICS
 
 # The first line of the comment: the workflow finds its own earlier comment by it and edits it.
 MARKER = "<!-- gpt2-bench-gate -->"
@@ -307,6 +307,25 @@ def chart(title: str, picked: Sequence[Row], limit: int) -> list[str]:
     return lines
 
 
+COUNTER_KEYS = frozenset(m.key for m in COUNTERS)
+
+
+def counters_line(table: Sequence[Row]) -> str:
+    """One line for the exact tier: how many counter rows equal the baseline, which moved."""
+    counted = [r for r in table if r.metric in COUNTER_KEYS and r.baseline is not None]
+    if not counted:
+        return ""
+    moved: dict[str, int] = {}
+    for r in counted:
+        if r.current is not None and r.current != r.baseline:
+            moved[r.metric] = moved.get(r.metric, 0) + 1
+    same = len(counted) - sum(moved.values())
+    text = f"**Exact counters**: {same} of {len(counted)} rows equal to the baseline"
+    if moved:
+        text += "; changed: " + ", ".join(f"`{k}` in {n}" for k, n in sorted(moved.items()))
+    return text + "."
+
+
 def time_rows(table: Sequence[Row]) -> list[Row]:
     """The row that decides each benchmark's time verdict: time/control where present, else time."""
     by_bench: dict[str, Row] = {}
@@ -333,8 +352,10 @@ def _body(verdict: Mapping[str, Any], limit: int, full_table: str) -> list[str]:
     lines += chart(
         "Time against the baseline (● change, ━ interval; right is slower)", time_rows(table), limit
     )
-    others = [r for r in picked if not r.metric.startswith("time")]
+    others = [r for r in picked if not r.metric.startswith("time") and r.metric not in COUNTER_KEYS]
     lines += chart("Other metrics that did not pass (right is worse)", others, limit)
+    if counted := counters_line(table):
+        lines += [counted, ""]
     notes = [n for n in (verdict.get("notes") or []) if isinstance(n, str)]
     lines += [f"- {_text(n, 300)}" for n in notes[:limit]]
     return lines
