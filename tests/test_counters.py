@@ -161,3 +161,21 @@ def test_dynamo_marks_count_a_graph_break_and_a_recompile():
     assert found["compile_graph_breaks"] == 1 and found["compile_graphs"] == 2
     assert found["compile_recompiles"] == 0 and found["recompiles_in_rounds"] >= 1
     torch._dynamo.reset()
+
+
+def test_gate_inject_adds_host_reads_that_the_counters_see() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "gate_inject.py"
+    spec = importlib.util.spec_from_file_location("gate_inject_for_counters", path)
+    assert spec is not None and spec.loader is not None
+    inject = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(inject)
+    assert inject.parse("reads=2, breaks=1") == {"reads": 2.0, "breaks": 1.0}
+    step = _small_step()
+    step()
+    plain = counters.profile_step(step).counters()
+    read = counters.profile_step(inject.wrap(step, {"reads": 2}, "cpu")).counters()
+    assert read["host_syncs_per_step"] == plain["host_syncs_per_step"] + 2
+    assert read["ops_per_step"] == plain["ops_per_step"] + 4  # aten::item and the scalar read

@@ -8,6 +8,10 @@ set, to a comma-separated list of:
           the benchmark's first step ran (CPU RSS, or CUDA allocated bytes) and frees it when
           the step is done: an activation the step now keeps, in its peak on every reading
           (the settled memory steps' resident set, step_allocated_mb, CUDA's allocator peak)
+  reads=N every step reads a scalar tensor N times (``.item()``): N host reads, no time to speak
+          of; the exact counters (host_syncs_per_step, ops_per_step) see them
+  breaks=1 a forward hook on the model's first block calls torch._dynamo.graph_break(): one more
+          graph break under torch.compile (a no-op without it)
 The product code knows nothing about this: the hook wraps gpt2_fixtures.bench.measure.measure_case,
 so the timed rounds and the untimed memory steps run the injected step alike.
 """
@@ -22,14 +26,15 @@ from typing import Any
 import pytest
 
 ENV = "GPT2_BENCH_INJECT"
+KEYS = ("slow", "mem", "reads", "breaks")
 
 
 def parse(spec: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         key, _, value = part.partition("=")
-        if key not in ("slow", "mem") or not value:
-            raise pytest.UsageError(f"{ENV}: cannot parse {part!r}; use slow=F and/or mem=F")
+        if key not in KEYS or not value:
+            raise pytest.UsageError(f"{ENV}: cannot parse {part!r}; use slow=F, mem=F, reads=N")
         out[key] = float(value)
     return out
 
@@ -46,6 +51,12 @@ def current_bytes(device: str) -> int:
 def wrap(step: Callable[[], None], spec: dict[str, float], device: str) -> Callable[[], None]:
     """``step`` with the injected regression; the extra memory is sized on its first call."""
     size: list[int] = []
+    reads = int(spec.get("reads", 0))
+    scalar = None
+    if reads:
+        import torch
+
+        scalar = torch.zeros(())  # made once: each read is one aten::item, nothing else
 
     def injected() -> None:
         held = None
@@ -55,6 +66,8 @@ def wrap(step: Callable[[], None], spec: dict[str, float], device: str) -> Calla
             size[:] = size or [int(spec["mem"] * current_bytes(device))]
             held = torch.ones(size[0], dtype=torch.uint8, device=device)  # filled: resident
         start = time.perf_counter()
+        for _ in range(reads):
+            scalar.item()  # type: ignore[union-attr]
         step()
         if "slow" in spec:
             time.sleep(spec["slow"] * (time.perf_counter() - start))
@@ -79,7 +92,29 @@ def pytest_configure(config: pytest.Config) -> None:
         return original(benchmark, step, hooks, *args, **kwargs)
 
     measure.measure_case = measure_case  # type: ignore[assignment]
+    if spec.get("breaks"):
+        _inject_graph_break()
     config.stash[_KEY] = spec
+
+
+def _inject_graph_break() -> None:
+    """Before a case's first call (which compiles a compile recipe), hook the model's first
+    transformer block so that dynamo breaks the graph there."""
+    from gpt2_fixtures.bench import workbench
+
+    original = workbench.prepare
+
+    def prepare(step: Any, recipe: Any, model: Any) -> Any:
+        import torch
+
+        inner = getattr(model, "_orig_mod", model)
+        blocks = getattr(getattr(inner, "transformer", None), "h", None)
+        if blocks is not None and not getattr(blocks[0], "_gate_inject_break", False):
+            blocks[0].register_forward_hook(lambda *args: torch._dynamo.graph_break())
+            blocks[0]._gate_inject_break = True
+        return original(step, recipe, model)
+
+    workbench.prepare = prepare  # type: ignore[assignment]
 
 
 _KEY = pytest.StashKey[dict[str, float]]()
