@@ -226,3 +226,13 @@ def test_the_pr_comment_has_one_line_for_the_counters_and_no_chart_of_them():
 
 def test_the_wandb_table_has_a_column_per_counter():
     assert {m.key for m in COUNTERS} <= set(tracking.TABLE_COLUMNS)
+
+
+def test_baseline_warns_when_processes_disagree_on_a_counter():
+    from gpt2_fixtures.results import baseline
+
+    same = baseline.counter_disagreements([doc(counted()), doc(counted())])
+    assert same == []
+    (line,) = baseline.counter_disagreements([doc(counted()), doc(counted(allocs_per_step=600))])
+    assert line.startswith("test_train[sdpa-fp32-b1-s64]: allocs_per_step differs between")
+    assert "(596/600)" in line

@@ -27,6 +27,7 @@ from gpt2_fixtures.results.fingerprint import (
 )
 from gpt2_fixtures.results.gate import samples
 from gpt2_fixtures.results.metrics import (
+    COUNTERS,
     METRICS,
     NORMALISED,
     TIME,
@@ -252,4 +253,22 @@ def run_baseline(args: argparse.Namespace) -> int:
             "process of three or more is left out of the spread; record it again on a quiet "
             "machine"
         )
+    for line in counter_disagreements(docs) if len(docs) > 1 else []:
+        print(f"warning: {line}")
     return 0
+
+
+def counter_disagreements(docs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Exact counters that differ between the processes of one benchmark: the pooled baseline
+    keeps their median, but identical processes should agree (docs/measuring.md)."""
+    lines = []
+    for entries in pooling.by_fullname(docs).values():
+        for metric in COUNTERS:
+            values = [samples.info(e).get(metric.key) for e in entries]
+            if None not in values and len(set(values)) > 1:
+                shown = "/".join(f"{v:g}" for v in values)
+                lines.append(
+                    f"{entries[0]['name']}: {metric.key} differs between processes ({shown}): "
+                    "not exact on this machine; the baseline keeps the median"
+                )
+    return lines
