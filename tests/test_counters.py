@@ -164,14 +164,7 @@ def test_dynamo_marks_count_a_graph_break_and_a_recompile():
 
 
 def test_gate_inject_adds_host_reads_that_the_counters_see() -> None:
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "tools" / "gate_inject.py"
-    spec = importlib.util.spec_from_file_location("gate_inject_for_counters", path)
-    assert spec is not None and spec.loader is not None
-    inject = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(inject)
+    inject = _load_gate_inject()
     assert inject.parse("reads=2, breaks=1") == {"reads": 2.0, "breaks": 1.0}
     step = _small_step()
     step()
@@ -179,3 +172,31 @@ def test_gate_inject_adds_host_reads_that_the_counters_see() -> None:
     read = counters.profile_step(inject.wrap(step, {"reads": 2}, "cpu")).counters()
     assert read["host_syncs_per_step"] == plain["host_syncs_per_step"] + 2
     assert read["ops_per_step"] == plain["ops_per_step"] + 4  # aten::item and the scalar read
+
+
+def test_gate_inject_reaches_the_workbench(monkeypatch) -> None:
+    """The Workbench calls the measure_case it imported: the injection must replace that one."""
+    from types import SimpleNamespace
+
+    from gpt2_fixtures.bench import workbench
+
+    inject = _load_gate_inject()
+    monkeypatch.setenv(inject.ENV, "reads=2")
+    monkeypatch.setattr(measure, "measure_case", measure.measure_case)
+    monkeypatch.setattr(workbench, "measure_case", workbench.measure_case)
+    original = workbench.measure_case
+    inject.pytest_configure(SimpleNamespace(stash={}))
+    assert workbench.measure_case is not original
+    assert workbench.measure_case is measure.measure_case
+
+
+def _load_gate_inject():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "gate_inject.py"
+    spec = importlib.util.spec_from_file_location("gate_inject_for_counters", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -92,6 +92,11 @@ def pytest_configure(config: pytest.Config) -> None:
         return original(benchmark, step, hooks, *args, **kwargs)
 
     measure.measure_case = measure_case  # type: ignore[assignment]
+    # Workbench.measure calls the name it imported: patch it there too (without this, since
+    # 0.5.0's Workbench the injected runs measured unchanged steps)
+    from gpt2_fixtures.bench import workbench
+
+    workbench.measure_case = measure_case  # type: ignore[assignment]
     if spec.get("breaks"):
         _inject_graph_break()
     config.stash[_KEY] = spec
