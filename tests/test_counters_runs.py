@@ -101,7 +101,9 @@ def test_two_host_reads_per_step_fail_through_a_counter_not_through_time(
 COMPILE_GRID = [*GRID[:2], "sdpa-compile", *GRID[3:-1], "3", "--gpt2-warmup", "1"]
 
 
-def test_a_graph_break_under_compile_fails_through_a_counter(tmp_path: Path) -> None:
+def test_a_graph_break_and_a_recompile_under_compile_fail_through_counters(
+    tmp_path: Path,
+) -> None:
     """torch.compile with inductor on the CPU (it needs a C++ compiler, skipped without one)."""
     import shutil
 
@@ -112,11 +114,14 @@ def test_a_graph_break_under_compile_fails_through_a_counter(tmp_path: Path) -> 
     (entry,) = plain["benchmarks"]
     assert entry["extra_info"]["compile_graph_breaks"] == 0
     assert entry["extra_info"]["recompiles_in_rounds"] == 0
-    run_grid(cur, inject="breaks=1", grid=COMPILE_GRID)
+    # the break from the first call; the recompile at the first timed round (warmup is 1)
+    run_grid(cur, inject="breaks=1,recompile=2", grid=COMPILE_GRID)
     code, rows = compare(base, cur, tmp_path / "verdict.json")
     breaks = next(r for r in rows if r["metric"] == "compile_graph_breaks")
     # the hook breaks the graph in every frame on the stack (the block, the model, the LM head)
     assert breaks["baseline"] == 0 and breaks["current"] >= 1
     assert breaks["verdict"] == "REGRESSION"
     assert breaks["note"] == f"compile_graph_breaks 0 -> {breaks['current']:.0f}"
+    in_rounds = next(r for r in rows if r["metric"] == "recompiles_in_rounds")
+    assert in_rounds["verdict"] == "REGRESSION" and in_rounds["current"] >= 1
     assert code == 1

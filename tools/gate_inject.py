@@ -12,6 +12,8 @@ set, to a comma-separated list of:
           of; the exact counters (host_syncs_per_step, ops_per_step) see them
   breaks=1 a forward hook on the model's first block calls torch._dynamo.graph_break(): one more
           graph break under torch.compile (a no-op without it)
+  recompile=N from the N-th measured call of the step on (warmup rounds count), a forward hook
+          on the first block takes another branch: dynamo's guard on it fails, one recompile
 The product code knows nothing about this: the hook wraps gpt2_fixtures.bench.measure.measure_case,
 so the timed rounds and the untimed memory steps run the injected step alike.
 """
@@ -26,7 +28,9 @@ from typing import Any
 import pytest
 
 ENV = "GPT2_BENCH_INJECT"
-KEYS = ("slow", "mem", "reads", "breaks")
+KEYS = ("slow", "mem", "reads", "breaks", "recompile")
+# flipped by the N-th measured call (recompile=N); read by the hook on the first block
+FLIP = {"on": False}
 
 
 def parse(spec: str) -> dict[str, float]:
@@ -58,7 +62,12 @@ def wrap(step: Callable[[], None], spec: dict[str, float], device: str) -> Calla
 
         scalar = torch.zeros(())  # made once: each read is one aten::item, nothing else
 
+    calls = [0]
+
     def injected() -> None:
+        calls[0] += 1
+        if spec.get("recompile") and calls[0] >= spec["recompile"]:
+            FLIP["on"] = True
         held = None
         if "mem" in spec:
             import torch
@@ -97,26 +106,35 @@ def pytest_configure(config: pytest.Config) -> None:
     from gpt2_fixtures.bench import workbench
 
     workbench.measure_case = measure_case  # type: ignore[assignment]
-    if spec.get("breaks"):
-        _inject_graph_break()
+    if spec.get("breaks") or spec.get("recompile"):
+        _inject_hook(spec)
     config.stash[_KEY] = spec
 
 
-def _inject_graph_break() -> None:
+def _inject_hook(spec: dict[str, float]) -> None:
     """Before a case's first call (which compiles a compile recipe), hook the model's first
-    transformer block so that dynamo breaks the graph there."""
+    transformer block: a graph break there (breaks=1), a branch on FLIP (recompile=N)."""
     from gpt2_fixtures.bench import workbench
 
     original = workbench.prepare
 
-    def prepare(step: Any, recipe: Any, model: Any) -> Any:
+    def hook(module: Any, args: Any, out: Any) -> Any:
         import torch
 
+        # before any break: dynamo guards on the branch it traced, so flipping it recompiles
+        # (after a break the rest of the hook has no tensor work, and dynamo skips it)
+        out = out * 1 if FLIP["on"] else out
+        if spec.get("breaks"):
+            torch._dynamo.graph_break()
+        return out
+
+    def prepare(step: Any, recipe: Any, model: Any) -> Any:
         inner = getattr(model, "_orig_mod", model)
         blocks = getattr(getattr(inner, "transformer", None), "h", None)
-        if blocks is not None and not getattr(blocks[0], "_gate_inject_break", False):
-            blocks[0].register_forward_hook(lambda *args: torch._dynamo.graph_break())
-            blocks[0]._gate_inject_break = True
+        if blocks is not None and not getattr(blocks[0], "_gate_inject_hook", False):
+            FLIP["on"] = False  # a new model: the branch starts unflipped
+            blocks[0].register_forward_hook(hook)
+            blocks[0]._gate_inject_hook = True
         return original(step, recipe, model)
 
     workbench.prepare = prepare  # type: ignore[assignment]
