@@ -1,4 +1,4 @@
-"""Model presets, optimization recipes, benchmark cases and the option parsers that build them.
+"""Model presets, optimizations, benchmark cases and the option parsers that build them.
 
 Everything here is plain data: validated at the edge (``__post_init__`` and the ``parse_*``
 functions, which raise ``argparse.ArgumentTypeError`` so pytest prints one line), never deep
@@ -88,12 +88,12 @@ PRESETS: dict[str, Preset] = {
 
 ATTENTION = {"eager": "eager", "sdpa": "sdpa", "flash2": "flash_attention_2"}
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-# Recipe flags: a token in the recipe id, the attribute it sets.
+# Optimization flags: a token in the optimization id, the attribute it sets.
 FLAGS = {"compile": "compile", "padvocab": "pad_vocab", "fusedadam": "fused_adamw"}
 
 
 @dataclass(frozen=True)
-class Recipe:
+class Optimization:
     """One optimization: attention x precision x quantization x compile x step tricks.
 
     ``id`` is the stable name used in benchmark ids and ``extra_info["optimization"]``:
@@ -131,15 +131,15 @@ class Recipe:
         return "int8" if self.int8 else PRECISIONS[self.precision]
 
 
-def parse_recipe(text: str) -> Recipe:
-    """Parse ``eager``, ``sdpa-bf16``, ``flash2``, ``int8``, ``sdpa-compile`` ... into a Recipe.
+def parse_optimization(text: str) -> Optimization:
+    """Parse ``eager``, ``sdpa-bf16``, ``flash2``, ``int8``, ``sdpa-compile`` ... (an Optimization).
 
     Missing parts take defaults: attention ``sdpa`` (``eager`` only when named), precision
     ``fp32``, except flash2 which needs half precision and defaults to ``bf16``.
     """
     tokens = [t for t in text.strip().lower().split("-") if t]
     if not tokens:
-        raise argparse.ArgumentTypeError("empty optimization recipe")
+        raise argparse.ArgumentTypeError("empty optimization")
     attention, precision, kwargs = None, None, {}
     for token in tokens:
         if token in ATTENTION and attention is None:
@@ -159,16 +159,18 @@ def parse_recipe(text: str) -> Recipe:
     attention = attention or "sdpa"
     precision = precision or ("bf16" if attention == "flash2" else "fp32")
     try:
-        return Recipe(attention=attention, precision=precision, **kwargs)
+        return Optimization(attention=attention, precision=precision, **kwargs)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"optimization {text!r}: {exc}") from None
 
 
-def parse_recipes(text: str) -> tuple[Recipe, ...]:
-    recipes = tuple(dict.fromkeys(parse_recipe(t) for t in text.split(",") if t.strip()))
-    if not recipes:
-        raise argparse.ArgumentTypeError("no optimization recipe given")
-    return recipes
+def parse_optimizations(text: str) -> tuple[Optimization, ...]:
+    optimizations = tuple(
+        dict.fromkeys(parse_optimization(t) for t in text.split(",") if t.strip())
+    )
+    if not optimizations:
+        raise argparse.ArgumentTypeError("no optimization given")
+    return optimizations
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,7 +300,7 @@ class Case:
     """One benchmark case: what a benchmark function measures once."""
 
     phase: str
-    recipe: Recipe
+    optimization: Optimization
     batch_size: int
     seq_len: int
     extra: tuple[tuple[str, int | str], ...] = field(default=())
@@ -313,7 +315,7 @@ class Case:
     def id(self) -> str:
         """Stable id, e.g. ``sdpa-bf16-b8-s512``: baselines match on it."""
         tail = "".join(f"-{key}{value}" for key, value in self.extra)
-        return f"{self.recipe.id}-b{self.batch_size}-s{self.seq_len}{tail}"
+        return f"{self.optimization.id}-b{self.batch_size}-s{self.seq_len}{tail}"
 
     @property
     def tokens(self) -> int:
@@ -322,7 +324,7 @@ class Case:
     def params(self) -> dict[str, int | str]:
         """The plain fields, for the result JSON's ``params`` (phase, optimization, batch_size,
         seq_len and the phase's extra axes, e.g. ``n`` new tokens of a generate case)."""
-        fields: dict[str, int | str] = {"phase": self.phase, "optimization": self.recipe.id}
+        fields: dict[str, int | str] = {"phase": self.phase, "optimization": self.optimization.id}
         return fields | {"batch_size": self.batch_size, "seq_len": self.seq_len} | dict(self.extra)
 
 
@@ -341,13 +343,13 @@ class ModelConfig:
     use_flash_attention: bool = False
     use_quantization: bool = False
 
-    def recipe(self) -> Recipe:
+    def optimization(self) -> Optimization:
         attention = "flash2" if self.use_flash_attention else "eager"
         if self.use_quantization:
             precision = "fp16"
         else:
             precision = "bf16" if self.use_flash_attention else "fp32"
-        return Recipe(attention=attention, precision=precision)
+        return Optimization(attention=attention, precision=precision)
 
     def case(self, phase: str = "train") -> Case:
-        return Case(phase, self.recipe(), self.batch_size, self.max_length)
+        return Case(phase, self.optimization(), self.batch_size, self.max_length)

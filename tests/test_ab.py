@@ -94,7 +94,7 @@ def test_pool_results_concatenates_rounds_and_control() -> None:
 
 
 def test_pool_results_pools_every_judged_metric() -> None:
-    """Issue 17 (10): mfu, achieved_tflops and peak_reserved_mb came from the first run only."""
+    """Once mfu, achieved_tflops and peak_reserved_mb came from the first run only."""
     from gpt2_fixtures.results.metrics import EXTRA_METRICS
 
     def entry(data: list[float], scale: float) -> dict:

@@ -75,8 +75,8 @@ def test_arguments_parse() -> None:
 def test_unwritable_output_is_exit_2_before_anything_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str, option: str
 ) -> None:
-    """Issue 23 (12): a traceback and exit 1 after printing PASS; now one line, exit 2, and
-    nothing ran (the interpreter below would fail the import check if it were asked)."""
+    """An unwritable output gave a traceback and exit 1 after printing PASS; now one line,
+    exit 2, and nothing ran (the interpreter below would fail the import check if it were asked)."""
     (tmp_path / "FILE").write_text("")
     (tmp_path / "DIR").mkdir()
     target = where if where.startswith("/") else str(tmp_path / where)

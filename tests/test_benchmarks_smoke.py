@@ -108,7 +108,7 @@ HELD = []
 def test_infer(benchmark, gpt2_case, gpt2_bench):
     model = gpt2_bench.model(gpt2_case)
     batch = gpt2_bench.batch(gpt2_case)
-    step, _ = steps.infer_step(model, batch, gpt2_case.recipe, "cpu")
+    step, _ = steps.infer_step(model, batch, gpt2_case.optimization, "cpu")
     benchmark.extra_info.update(gpt2_bench.measure(benchmark, gpt2_case, step, model).info)
     # What a case can leave in the process, as glibc keeps pages of a freed model: resident.
     HELD.append(torch.ones({HELD_MB} * 1024 * 1024 // 4))
@@ -134,22 +134,22 @@ def test_footprint_does_not_depend_on_the_cases_before(pytester):
         assert result.ret == 0, result.stdout.str()[-3000:]
         for b in json.loads(out.read_text())["benchmarks"]:
             results.setdefault(b["extra_info"]["optimization"], []).append(b["extra_info"])
-    for recipe, (first, second) in results.items():
+    for optimization, (first, second) in results.items():
         if first["memory_kind"] != "cpu_rss" or first["footprint_memory_mb"] is None:
             pytest.skip("no resettable RSS peak on this system: CPU memory is the process peak")
         peaks = abs(first["peak_memory_mb"] - second["peak_memory_mb"])
         footprints = abs(first["footprint_memory_mb"] - second["footprint_memory_mb"])
-        assert peaks > HELD_MB / 2, (recipe, first, second)  # the order shows in the peak
-        assert footprints < HELD_MB / 4, (recipe, footprints, peaks)  # not in the footprint
+        assert peaks > HELD_MB / 2, (optimization, first, second)  # the order shows in the peak
+        assert footprints < HELD_MB / 4, (optimization, footprints, peaks)  # not in the footprint
 
 
 def test_a_checkpoint_saved_without_its_tokenizer_runs(tmp_path):
     """save_pretrained of the tiny preset alone (no tokenizer files): the embedded GPT-2 BPE."""
     from gpt2_fixtures.bench import models
-    from gpt2_fixtures.config import Recipe
+    from gpt2_fixtures.config import Optimization
 
     spec = models.resolve_model("tiny")
-    models.build(spec, Recipe(), models.model_config(spec)).save_pretrained(tmp_path / "m")
+    models.build(spec, Optimization(), models.model_config(spec)).save_pretrained(tmp_path / "m")
     out = tmp_path / "out.json"
     proc = pytest_run(
         *("--gpt2-model", str(tmp_path / "m"), "--gpt2-device", "cpu", "-m", "inference"),

@@ -1,11 +1,11 @@
-"""Presets, recipes, cases and option parsing: pure data, no model built."""
+"""Presets, optimizations, cases and option parsing: pure data, no model built."""
 
 import argparse
 
 import pytest
 
 from gpt2_fixtures import config
-from gpt2_fixtures.config import Case, ModelConfig, Recipe, parse_recipe
+from gpt2_fixtures.config import Case, ModelConfig, Optimization, parse_optimization
 
 
 def test_presets_have_the_real_gpt2_shapes():
@@ -33,20 +33,20 @@ def test_presets_have_the_real_gpt2_shapes():
         ("sdpa-bf16-padvocab-fusedadam", "sdpa-bf16-padvocab-fusedadam"),
     ],
 )
-def test_recipe_ids_are_canonical(text, rid):
-    assert parse_recipe(text).id == rid
-    assert parse_recipe(rid).id == rid  # an id parses back to itself
+def test_optimization_ids_are_canonical(text, rid):
+    assert parse_optimization(text).id == rid
+    assert parse_optimization(rid).id == rid  # an id parses back to itself
 
 
 @pytest.mark.parametrize("text", ["", "flash3", "sdpa-sdpa", "int8-bf16", "eager-fp64"])
-def test_bad_recipes_raise_one_clear_error(text):
+def test_bad_optimizations_raise_one_clear_error(text):
     with pytest.raises(argparse.ArgumentTypeError) as err:
-        config.parse_recipes(text)
+        config.parse_optimizations(text)
     assert "\n" not in str(err.value)
 
 
-def test_recipes_list_drops_duplicates_in_order():
-    assert [r.id for r in config.parse_recipes("sdpa,eager,sdpa-fp32")] == [
+def test_optimizations_list_drops_duplicates_in_order():
+    assert [r.id for r in config.parse_optimizations("sdpa,eager,sdpa-fp32")] == [
         "sdpa-fp32",
         "eager-fp32",
     ]
@@ -81,7 +81,7 @@ def test_case_ids_and_grid_order():
     from gpt2_fixtures.bench import phases, settings  # the one grid: phases.grid
 
     s = settings.resolve(
-        device="cpu", recipes=config.parse_recipes("eager,sdpa"), batch_sizes=(1, 8),
+        device="cpu", optimizations=config.parse_optimizations("eager,sdpa"), batch_sizes=(1, 8),
         seq_lens=(128, 512),
     )  # fmt: skip
     grid = phases.grid("train", s)
@@ -97,18 +97,21 @@ def test_case_ids_and_grid_order():
 
 def test_case_validates():
     with pytest.raises(ValueError, match="unknown phase"):
-        Case("fly", Recipe(), 1, 1)
+        Case("fly", Optimization(), 1, 1)
     with pytest.raises(ValueError, match=">= 1"):
-        Case("train", Recipe(), 0, 128)
+        Case("train", Optimization(), 0, 128)
 
 
 def test_seed_model_config_maps_onto_a_case():
     seed = ModelConfig()
     assert (seed.model_name, seed.batch_size, seed.max_length) == ("gpt2", 8, 128)
     assert seed.case("train").id == "eager-fp32-b8-s128"
-    assert ModelConfig(use_quantization=True).recipe().id == "eager-fp16"
-    assert ModelConfig(use_flash_attention=True).recipe().id == "flash2-bf16"
-    assert ModelConfig(use_flash_attention=True, use_quantization=True).recipe().id == "flash2-fp16"
+    assert ModelConfig(use_quantization=True).optimization().id == "eager-fp16"
+    assert ModelConfig(use_flash_attention=True).optimization().id == "flash2-bf16"
+    assert (
+        ModelConfig(use_flash_attention=True, use_quantization=True).optimization().id
+        == "flash2-fp16"
+    )
 
 
 @pytest.mark.parametrize(
@@ -133,7 +136,7 @@ def test_number_parsers_accept_and_refuse_in_one_line(parser, good, value, bad):
 
 
 def test_case_params_are_plain_json_fields():
-    case = Case("generate", parse_recipe("sdpa-bf16"), 1, 32, extra=(("n", 16),))
+    case = Case("generate", parse_optimization("sdpa-bf16"), 1, 32, extra=(("n", 16),))
     params = case.params()
     assert params == {
         "phase": "generate",

@@ -7,13 +7,13 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from gpt2_fixtures.bench import controls, phases
-from gpt2_fixtures.config import Case, parse_recipes
+from gpt2_fixtures.config import Case, parse_optimizations
 
 SMALL = GPT2Config(vocab_size=64, n_positions=32, n_embd=16, n_layer=1, n_head=2)
 
 
 def case(phase: str, batch: int = 2, seq: int = 8) -> Case:
-    return Case(phase, parse_recipes("sdpa-fp32")[0], batch, seq)
+    return Case(phase, parse_optimizations("sdpa-fp32")[0], batch, seq)
 
 
 def test_twin_shape_follows_the_config_and_the_phase():
@@ -87,8 +87,8 @@ def test_control_for_picks_the_twin_of_the_model():
     assert isinstance(control, controls.TwinControl) and control.kind == "twin-train"
     assert control.shape.layers == 3
     assert control.net.wte.dtype == torch.float32
-    # the recipe's compute dtype, whatever the weights are kept in (autocast keeps them fp32)
-    bf16 = Case("train", parse_recipes("sdpa-bf16")[0], 2, 8)
+    # the optimization's compute dtype, whatever the weights are kept in (autocast keeps them fp32)
+    bf16 = Case("train", parse_optimizations("sdpa-bf16")[0], 2, 8)
     assert (
         controls.control_for(model, "cpu", bf16, 16, 1000, twin="train").net.wte.dtype
         == torch.bfloat16
@@ -97,7 +97,7 @@ def test_control_for_picks_the_twin_of_the_model():
 
 def test_int8_twin_runs_torch_dynamic_int8_linears():
     model = GPT2LMHeadModel(SMALL)
-    int8 = Case("infer", parse_recipes("sdpa-int8")[0], 2, 8)
+    int8 = Case("infer", parse_optimizations("sdpa-int8")[0], 2, 8)
     control = controls.control_for(model, "cpu", int8, 16, 1000)
     quantized = torch.ao.nn.quantized.dynamic.Linear
     assert isinstance(control.net.linear["qkv"], quantized)

@@ -10,9 +10,9 @@ from helpers import run
 
 from gpt2_fixtures.bench import distill, models, phases, settings
 from gpt2_fixtures.bench.workbench import Workbench
-from gpt2_fixtures.config import Case, parse_recipe
+from gpt2_fixtures.config import Case, parse_optimization
 
-SDPA = parse_recipe("sdpa")
+SDPA = parse_optimization("sdpa")
 
 
 def softmax(xs):
@@ -214,13 +214,13 @@ def test_workbench_holds_the_teacher_beside_the_student_and_frees_both():
     bench.free_model()
 
 
-def test_distill_recipes_follow_the_training_rules():
+def test_distill_optimizations_follow_the_training_rules():
     # The teacher runs the same attention/precision/compile, so the distill phase's own checks
     # cover it; int8 has no optimizer step and fusedadam only touches the student's.
     s = settings.resolve(device="cpu", teacher="tiny", student="tiny")
 
-    def reason(recipe):
-        return phases.skip_reason(Case("distill", parse_recipe(recipe), 1, 16), s)
+    def reason(optimization):
+        return phases.skip_reason(Case("distill", parse_optimization(optimization), 1, 16), s)
 
     assert "fp16" in reason("sdpa-fp16") and "int8" in reason("int8")
     assert reason("sdpa-fusedadam") is None

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from gpt2_fixtures.bench import data, distill, models
-from gpt2_fixtures.config import PRESETS, parse_recipe
+from gpt2_fixtures.config import PRESETS, parse_optimization
 
 SEQ_LEN, BATCH, STEPS, WINDOW = 32, 8, 30, 5
-SDPA = parse_recipe("sdpa")
+SDPA = parse_optimization("sdpa")
 
 
 @contextlib.contextmanager

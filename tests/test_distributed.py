@@ -22,7 +22,7 @@ import torch
 from helpers import result_entry
 
 from gpt2_fixtures.bench import distributed as d
-from gpt2_fixtures.config import Case, Recipe
+from gpt2_fixtures.config import Case, Optimization
 from gpt2_fixtures.results import scaling
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,7 +120,10 @@ def test_plugin_lets_only_rank_zero_write(
 
 
 def test_grid_ids_and_order() -> None:
-    cases = [Case("train", Recipe(), 1, 64), Case("train", Recipe(attention="eager"), 8, 128)]
+    cases = [
+        Case("train", Optimization(), 1, 64),
+        Case("train", Optimization(attention="eager"), 8, 128),
+    ]
     ids = [c.id for c in d.grid(cases, ("ddp", "fsdp"), [2, 1])]
     assert ids == [
         "ddp-sdpa-fp32-b1-s64-w1",
@@ -140,7 +143,7 @@ def test_world_sizes_and_skips() -> None:
     assert d.world_sizes_or_default(None, TWO_RANKS) == [2]
     assert d.world_sizes_or_default((4, 1), TWO_RANKS) == [1, 4]
     assert d.world_sizes_or_default(None, None) == [1]
-    [w1, w4] = d.grid([Case("train", Recipe(), 1, 64)], ("ddp",), [1, 4])
+    [w1, w4] = d.grid([Case("train", Optimization(), 1, 64)], ("ddp",), [1, 4])
     assert d.skip_reason(w1, None) == d.NOT_LAUNCHED
     assert d.skip_reason(w1, TWO_RANKS) is None
     assert "needs 4 ranks; this job has 2" in str(d.skip_reason(w4, TWO_RANKS))

@@ -165,15 +165,17 @@ def test_device_bf16_tf32_and_mig() -> None:
     assert doctor_checks.mig(None).status == "ok"
 
 
-# --- recipes ------------------------------------------------------------------------------------
+# --- optimizations --------------------------------------------------------------------------------
 
 
 def test_packages_warn_on_cuda_only() -> None:
     missing = _torch(packages={"flash_attn": "not installed"})
-    check = doctor_checks.package("flash_attn", missing, "the flash2 recipes", "pip install x")
+    check = doctor_checks.package(
+        "flash_attn", missing, "the flash2 optimizations", "pip install x"
+    )
     assert check.status == "warn" and check.fix == "pip install x"
     broken = _torch(packages={"flash_attn": "installed but fails to import (ImportError: sym)"})
-    check = doctor_checks.package("flash_attn", broken, "the flash2 recipes", "pip install x")
+    check = doctor_checks.package("flash_attn", broken, "the flash2 optimizations", "pip install x")
     assert check.status == "warn" and check.fix.startswith("reinstall flash_attn for torch")
     on_cpu = replace(missing, device="cpu")
     assert doctor_checks.package("flash_attn", on_cpu, "x", "y").status == "ok"
@@ -190,24 +192,24 @@ def test_compiler_needs_triton_on_cuda_and_gxx_with_headers_on_cpu() -> None:
     assert "Python's headers" in doctor_checks.compiler(cpu, "g++", False).found
 
 
-def test_recipes_list_what_runs_and_why_the_rest_does_not() -> None:
-    check = doctor_checks.recipes({"sdpa-bf16": None, "flash2-bf16": "needs flash-attn"})
+def test_optimizations_list_what_runs_and_why_the_rest_does_not() -> None:
+    check = doctor_checks.optimizations({"sdpa-bf16": None, "flash2-bf16": "needs flash-attn"})
     assert check.status == "ok"
     assert "runnable: sdpa-bf16" in check.found and "flash2-bf16 (needs flash-attn)" in check.found
-    assert doctor_checks.recipes({"flash2-bf16": "needs CUDA"}).status == "fail"
+    assert doctor_checks.optimizations({"flash2-bf16": "needs CUDA"}).status == "fail"
 
 
 def test_a_moved_bench_module_is_a_warning_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
     def moved(device: str, ids: Sequence[str]) -> dict[str, str | None]:
         raise ImportError("cannot import name 'skip_reason'")
 
-    monkeypatch.setattr(doctor_facts, "recipe_reasons", moved)
-    check = doctor._recipes("cpu")
+    monkeypatch.setattr(doctor_facts, "optimization_reasons", moved)
+    check = doctor._optimizations("cpu")
     assert check.status == "warn" and "skip_reason" in check.found
 
 
-def test_recipe_reasons_are_the_suites_own_skip_decisions() -> None:
-    reasons = doctor_facts.recipe_reasons("cpu", ["sdpa-fp32", "flash2", "int8", "sdpa-bf16"])
+def test_optimization_reasons_are_the_suites_own_skip_decisions() -> None:
+    reasons = doctor_facts.optimization_reasons("cpu", ["sdpa-fp32", "flash2", "int8", "sdpa-bf16"])
     assert reasons["sdpa-fp32"] is None and reasons["sdpa-int8"] is None
     assert "flash_attention_2 needs CUDA" in str(reasons["flash2-bf16"])
     assert "CPU" in str(reasons["sdpa-bf16"])
@@ -370,7 +372,7 @@ def test_real_doctor_on_this_cpu(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     record = json.loads(out.read_text(encoding="utf-8"))
     names = [c["name"] for c in record["checks"]]
-    assert names[-1] == "noise probe" and "recipes" in names and "allocator" in names
+    assert names[-1] == "noise probe" and "optimizations" in names and "allocator" in names
     probe = record["checks"][-1]
     # a busy machine may time the probe out (warn); otherwise both cases report a CV
     if "did not finish" not in probe["found"]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import result_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tools" / "gpu_acceptance.sh"
@@ -26,22 +27,27 @@ _spec.loader.exec_module(check)
 
 
 def _bench(name: str, **info: Any) -> dict[str, Any]:
-    phase = name.split("[")[0].removeprefix("test_")
-    recipe = re.split(r"-b[0-9]", name.split("[")[1])[0]
-    dtype = "int8" if "int8" in recipe else "bfloat16" if "bf16" in recipe else "float32"
+    """A CUDA entry of ``name`` (``test_PHASE[OPT-bB-sS<tail>]``) from the shared builder."""
+    function, params = name.rstrip("]").split("[")
+    m = re.fullmatch(r"(?P<opt>.+?)-b(?P<b>[0-9]+)-s(?P<s>[0-9]+)(?P<tail>.*)", params)
+    assert m, name
+    opt = m["opt"]
+    dtype = "int8" if "int8" in opt else "bfloat16" if "bf16" in opt else "float32"
     extra = {
-        "phase": phase,
-        "optimization": recipe,
+        "device": "cuda",
+        "memory_kind": "cuda_allocated",
         "dtype": dtype,
-        "attn_kernel": "flash" if recipe.startswith("sdpa") else "eager",
+        "attn_kernel": "flash" if opt.startswith("sdpa") else "eager",
         "mfu": 0.3,
         "peak_memory_mb": 900.0,
         "peak_reserved_mb": 1024.0,
-        "control_kind": f"twin-{phase}",
+        "control_kind": f"twin-{function.removeprefix('test_')}",
         "control_round_s": [0.01] * 3,
         **info,
     }
-    return {"name": name, "stats": {"median": 0.05, "data": [0.05] * 3}, "extra_info": extra}
+    phase = function.removeprefix("test_")
+    return result_entry(opt, int(m["b"]), int(m["s"]), 0.05, phase, function, m["tail"],
+                        [0.05] * 3, **extra)  # fmt: skip
 
 
 def _gpu_run(tmp_path: Path, **changes: Any) -> Path:

@@ -646,7 +646,7 @@ def test_gate_quality_pins_one_nice_hog_to_each_cpu() -> None:
         nices = {os.getpriority(os.PRIO_PROCESS, hog.pid) for hog in hogs}
         alive = [hog.poll() is None for hog in hogs]
     assert placed == cpus and all(alive)
-    assert nices == {os.getpriority(os.PRIO_PROCESS, 0) + 3}
+    assert nices == {min(os.getpriority(os.PRIO_PROCESS, 0) + 3, 19)}  # 19: the lowest priority
     assert all(hog.returncode is not None for hog in hogs)  # killed and reaped
 
 

@@ -13,10 +13,10 @@ from helpers import documented_keys
 
 from gpt2_fixtures.bench import generation, measure, phases, settings
 from gpt2_fixtures.bench.generation import GenerateOptions, TokenClock, TokenTimes
-from gpt2_fixtures.config import Case, parse_recipe
+from gpt2_fixtures.config import Case, parse_optimization
 
 ROOT = Path(__file__).resolve().parents[1]
-SDPA = parse_recipe("sdpa")
+SDPA = parse_optimization("sdpa")
 
 
 # -- arithmetic --------------------------------------------------------------------------------
@@ -134,7 +134,7 @@ def test_grid_ids_and_new_tokens():
 def test_settings_resolve_takes_the_generation_options():
     s = settings.resolve(device="cpu", prompt_lens=(8,), new_tokens=(4, 6), batch_sizes=(2,))
     # the CPU default grid (int8 runs in the inference and generation phases)
-    assert [r.id for r in s.recipes] == ["eager-fp32", "sdpa-fp32", "sdpa-int8"]
+    assert [r.id for r in s.optimizations] == ["eager-fp32", "sdpa-fp32", "sdpa-int8"]
     assert [c.id for c in phases.grid("generate", s)] == [
         "eager-fp32-b2-s8-n4",
         "eager-fp32-b2-s8-n6",

@@ -183,7 +183,7 @@ def test_merge_needs_at_least_one_input(capsys: pytest.CaptureFixture[str]) -> N
 
 
 # --------------------------------------------------------------------------------------------
-# Issue 17 (9): the output is named, and an existing file is not replaced by accident
+# The output is named, and an existing file is not replaced by accident
 
 
 def test_two_positional_files_are_both_inputs_and_need_an_output(
@@ -233,7 +233,7 @@ def test_remerge_is_recognised_from_another_directory(
 
 
 # --------------------------------------------------------------------------------------------
-# Contract 1: the gpt2_bench section of the shards
+# The gpt2_bench section of the shards (docs/distributed.md)
 
 
 def _section(failed: list[str], not_selected: list[str]) -> dict[str, Any]:
@@ -267,7 +267,7 @@ def test_files_without_the_section_merge_without_one() -> None:
 
 
 def test_scaling_efficiency_is_filled_without_torch() -> None:
-    """Contract 12: the arithmetic lives in results/scaling.py."""
+    """The arithmetic lives in results/scaling.py."""
     from gpt2_fixtures.results import merge, scaling
 
     assert merge.fill_scaling_efficiency is scaling.fill_scaling_efficiency

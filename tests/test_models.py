@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from gpt2_fixtures.bench import models
-from gpt2_fixtures.config import Recipe
+from gpt2_fixtures.config import Optimization
 
 
 def test_gpt2_preset_has_124m_parameters_with_tied_embeddings():
     spec = models.resolve_model("gpt2", "random")
     with torch.device("meta"):
-        model = models.build(spec, Recipe(), models.model_config(spec))
+        model = models.build(spec, Optimization(), models.model_config(spec))
     assert models.n_params(model) == 124_439_808
 
 
@@ -39,12 +39,12 @@ def test_pretrained_from_a_local_directory(tmp_path):
     """The real from_pretrained path, on a directory written by save_pretrained."""
     spec = models.resolve_model("tiny", "random")
     config = models.model_config(spec)
-    original = models.build(spec, Recipe(attention="eager"), config).eval()
+    original = models.build(spec, Optimization(attention="eager"), config).eval()
     original.save_pretrained(tmp_path)
 
     local = models.resolve_model(str(tmp_path))
     assert local.pretrained and local.source == "path"
-    loaded = models.build(local, Recipe(attention="sdpa"), models.model_config(local))
+    loaded = models.build(local, Optimization(attention="sdpa"), models.model_config(local))
     assert loaded.config._attn_implementation == "sdpa"
     loaded.eval()  # from_pretrained already is; dropout off in both
     batch = torch.arange(16).unsqueeze(0)
@@ -63,8 +63,8 @@ def test_local_directory_without_config_is_one_line(tmp_path):
 def test_random_weights_are_seeded():
     spec = models.resolve_model("tiny", "random")
     config = models.model_config(spec)
-    a = models.build(spec, Recipe(), config)
-    b = models.build(spec, Recipe(), config)
+    a = models.build(spec, Optimization(), config)
+    b = models.build(spec, Optimization(), config)
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
 
 

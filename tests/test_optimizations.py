@@ -1,4 +1,4 @@
-"""Recipes: skips decided before building, int8, padvocab, compile, attention-kernel probing.
+"""Optimizations: skips decided before building, int8, padvocab, compile, attention-kernel probing.
 
 Unit tests build the tiny preset; two smoke runs drive the real benchmarks (one compile case).
 """
@@ -18,15 +18,15 @@ from transformers.pytorch_utils import Conv1D
 
 from gpt2_fixtures.bench import models, phases, prepare, steps
 from gpt2_fixtures.bench import optimizations as opt
-from gpt2_fixtures.config import Recipe, parse_recipe
+from gpt2_fixtures.config import Optimization, parse_optimization
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = 50257
 
 
-def tiny(recipe="sdpa"):
+def tiny(optimization="sdpa"):
     spec = models.resolve_model("tiny", "random")
-    return models.build(spec, parse_recipe(recipe), models.model_config(spec)).eval()
+    return models.build(spec, parse_optimization(optimization), models.model_config(spec)).eval()
 
 
 def batch(n=2, length=16):
@@ -38,7 +38,7 @@ def logits(model, ids):
         return model(input_ids=ids, use_cache=False).logits
 
 
-# -- recipes and skips ------------------------------------------------------------------------
+# -- optimizations and skips -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -52,12 +52,12 @@ def logits(model, ids):
         ("fusedadam-padvocab-compile-bf16", "sdpa-bf16-compile-padvocab-fusedadam"),
     ],
 )
-def test_recipe_ids(text, rid):
-    assert parse_recipe(text).id == rid
+def test_optimization_ids(text, rid):
+    assert parse_optimization(text).id == rid
 
 
 def reason(text, phase="infer", device="cpu", explicit=True):
-    return opt.skip_reason(parse_recipe(text), device, phase, explicit)
+    return opt.skip_reason(parse_optimization(text), device, phase, explicit)
 
 
 def test_flash2_on_cpu_skips_with_an_actionable_reason():
@@ -92,19 +92,25 @@ def test_half_precision_on_cpu_only_when_named():
     assert reason("sdpa-bf16", explicit=True) is None
 
 
-def test_reference_recipe_is_plain_fp32():
-    assert opt.reference_recipe(parse_recipe("flash2-bf16")) == Recipe("sdpa", "fp32")
-    assert opt.reference_recipe(parse_recipe("eager-fp16")) == Recipe("eager", "fp32")
-    assert opt.reference_recipe(parse_recipe("int8-compile")) == Recipe("sdpa", "fp32")
-    assert opt.reduced(parse_recipe("int8")) and opt.reduced(parse_recipe("bf16"))
-    assert not opt.reduced(parse_recipe("sdpa-compile"))
+def test_reference_optimization_is_plain_fp32():
+    assert opt.reference_optimization(parse_optimization("flash2-bf16")) == Optimization(
+        "sdpa", "fp32"
+    )
+    assert opt.reference_optimization(parse_optimization("eager-fp16")) == Optimization(
+        "eager", "fp32"
+    )
+    assert opt.reference_optimization(parse_optimization("int8-compile")) == Optimization(
+        "sdpa", "fp32"
+    )
+    assert opt.reduced(parse_optimization("int8")) and opt.reduced(parse_optimization("bf16"))
+    assert not opt.reduced(parse_optimization("sdpa-compile"))
     assert phases.INFER.logit_check and not phases.GENERATE.logit_check
 
 
 def test_weights_dtype():
-    assert opt.weights_dtype(parse_recipe("int8"), "infer") == torch.int8
-    assert opt.weights_dtype(parse_recipe("bf16"), "train") == torch.float32
-    assert opt.weights_dtype(parse_recipe("fp16"), "infer") == torch.float16
+    assert opt.weights_dtype(parse_optimization("int8"), "infer") == torch.int8
+    assert opt.weights_dtype(parse_optimization("bf16"), "train") == torch.float32
+    assert opt.weights_dtype(parse_optimization("fp16"), "infer") == torch.float16
 
 
 # -- int8 -------------------------------------------------------------------------------------
@@ -122,7 +128,7 @@ def test_conv1d_to_linear_keeps_the_logits():
 
 def test_int8_quantizes_every_linear_and_stays_close_to_fp32():
     reference, ids = tiny(), batch()
-    model = opt.apply(tiny(), parse_recipe("int8"), "cpu", "infer")
+    model = opt.apply(tiny(), parse_optimization("int8"), "cpu", "infer")
     dynamic = torch.ao.nn.quantized.dynamic.Linear  # prints as DynamicQuantizedLinear
     assert sum(isinstance(m, dynamic) for m in model.modules()) == 4 * model.config.n_layer + 1
     assert not any(type(m) in (nn.Linear, Conv1D) for m in model.modules())
@@ -155,7 +161,7 @@ def test_padded_size():
 def test_padvocab_pads_rows_keeps_the_tie_and_masks_the_padded_logits():
     model, ids = tiny(), batch()
     before = logits(model, ids)
-    padded = opt.apply(tiny(), parse_recipe("padvocab"), "cpu", "infer")
+    padded = opt.apply(tiny(), parse_optimization("padvocab"), "cpu", "infer")
     assert padded.get_input_embeddings().weight.shape[0] == 50304
     assert padded.get_output_embeddings().weight is padded.get_input_embeddings().weight
     assert padded.config.vocab_size == 50304 and model.config.vocab_size == VOCAB
@@ -169,7 +175,7 @@ def test_padvocab_pads_rows_keeps_the_tie_and_masks_the_padded_logits():
 def test_padvocab_leaves_the_shared_config_alone():
     spec = models.resolve_model("tiny", "random")
     config = models.model_config(spec)
-    model = models.build(spec, parse_recipe("padvocab"), config)
+    model = models.build(spec, parse_optimization("padvocab"), config)
     opt.pad_vocab(model)
     assert config.vocab_size == VOCAB  # the session's config, shared by the next models
     assert model.transformer.config is model.config
@@ -178,7 +184,9 @@ def test_padvocab_leaves_the_shared_config_alone():
 def test_padvocab_distillation_divergence_is_finite():
     """KL between two padded models: the masked columns add 0, not 0 * inf = NaN."""
     ids = batch()
-    student, teacher = (opt.apply(tiny(), parse_recipe("padvocab"), "cpu", "infer") for _ in "st")
+    student, teacher = (
+        opt.apply(tiny(), parse_optimization("padvocab"), "cpu", "infer") for _ in "st"
+    )
     kl = torch.nn.functional.kl_div(
         logits(student, ids).log_softmax(-1), logits(teacher, ids).softmax(-1), reduction="sum"
     )
@@ -190,9 +198,9 @@ def test_padvocab_training_reproduces_the_unpadded_losses():
     ids = batch(1, 32)
     losses = {}
     for text in ("sdpa", "sdpa-padvocab"):
-        recipe = parse_recipe(text)
-        model = opt.apply(tiny(), recipe, "cpu", "train")
-        step, state = steps.train_step(model, ids, recipe, "cpu")
+        optimization = parse_optimization(text)
+        model = opt.apply(tiny(), optimization, "cpu", "train")
+        step, state = steps.train_step(model, ids, optimization, "cpu")
         losses[text] = []
         for _ in range(2):
             torch.manual_seed(7)  # the same dropout masks for both models
@@ -252,18 +260,20 @@ def test_kernels_in_keeps_first_appearance_order():
 )
 def test_attention_kernel_reports_the_backend_that_ran(backend, kernel):
     """Force each CPU backend: the profile must name the one forced, not the one assumed."""
-    model, ids, recipe = tiny(), batch(), parse_recipe("sdpa")
+    model, ids, optimization = tiny(), batch(), parse_optimization("sdpa")
 
     def step():
         with sdpa_kernel([backend]):
             logits(model, ids)
 
-    assert prepare.attention_kernel(step, recipe) == kernel
+    assert prepare.attention_kernel(step, optimization) == kernel
 
 
 def test_attention_kernel_of_eager_attention():
     model, ids = tiny("eager"), batch()
-    assert prepare.attention_kernel(lambda: logits(model, ids), parse_recipe("eager")) == "eager"
+    assert (
+        prepare.attention_kernel(lambda: logits(model, ids), parse_optimization("eager")) == "eager"
+    )
 
 
 # -- smoke runs of the real benchmarks -------------------------------------------------------
@@ -306,7 +316,7 @@ def test_smoke_inference_int8_compile_and_flash2_skip(tmp_path):
     assert "flash2-bf16: flash_attention_2 needs CUDA and the flash-attn package" in stdout
 
 
-def test_smoke_training_recipes_and_peak_override(tmp_path):
+def test_smoke_training_optimizations_and_peak_override(tmp_path):
     infos, stdout = run_benchmarks(
         tmp_path, "-m", "train", "--gpt2-optimizations", "sdpa-padvocab-fusedadam,int8",
         "--gpt2-peak-tflops", "2.5",

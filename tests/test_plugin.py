@@ -180,7 +180,7 @@ def test_help_states_the_defaults_from_their_tables():
 
 def test_run_options_are_read_by_field_name(pytester):
     opts = parse(pytester, "--gpt2-optimizations", "eager", "--gpt2-rounds", "3")
-    assert [r.id for r in opts.recipes] == ["eager-fp32"] and opts.rounds == 3
+    assert [r.id for r in opts.optimizations] == ["eager-fp32"] and opts.rounds == 3
     assert opts.warmup is None and opts.dataset == "embedded"
 
 

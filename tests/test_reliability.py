@@ -33,8 +33,8 @@ from gpt2_fixtures.bench import steps
 
 _real = steps.train_step
 
-def _nan_train_step(model, batch, recipe, device):
-    step, state = _real(model, batch, recipe, device)
+def _nan_train_step(model, batch, optimization, device):
+    step, state = _real(model, batch, optimization, device)
     def nan_step():
         step()
         state.last_loss = torch.tensor(float("nan"))
@@ -92,14 +92,14 @@ from gpt2_fixtures.bench import steps
 
 _real = steps.infer_step
 
-def _hungry_then_oom(model, batch, recipe, device):
+def _hungry_then_oom(model, batch, optimization, device):
     if batch.shape[0] == 2:
         def step():
             hog = torch.ones(600 * 1024 * 1024 // 4)  # 600 MiB, touched
             hog += 1
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return step, steps.StepState()
-    return _real(model, batch, recipe, device)
+    return _real(model, batch, optimization, device)
 
 steps.infer_step = _hungry_then_oom
 """

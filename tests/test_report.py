@@ -45,7 +45,7 @@ def png_ok(path: Path) -> None:
 # Arithmetic
 
 
-def test_speedup_is_reference_time_over_recipe_time() -> None:
+def test_speedup_is_reference_time_over_optimization_time() -> None:
     assert report_cases.speedup(2.0, 1.0) == 2.0
     assert report_cases.speedup(1.0, 4.0) == 0.25
     assert report_cases.speedup(None, 1.0) is None
@@ -155,7 +155,7 @@ def test_number_formatting_keeps_three_significant_digits() -> None:
 def test_text_and_markdown_render_the_same_cells() -> None:
     table = report_tables.Table(
         "train",
-        [report_tables.Column("recipe", numeric=False), report_tables.Column("ms")],
+        [report_tables.Column("optimization", numeric=False), report_tables.Column("ms")],
         [["eager-fp32", "1.00"], ["a|b", "20.5"]],
         note="a note",
     )
@@ -163,7 +163,7 @@ def test_text_and_markdown_render_the_same_cells() -> None:
     md = report_tables.render_markdown([table])
     lines = text.splitlines()
     assert lines[0] == "train"
-    assert lines[1].split() == ["recipe", "ms"]
+    assert lines[1].split() == ["optimization", "ms"]
     assert lines[3].split() == ["eager-fp32", "1.00"]
     assert lines[-1] == "a note"
     assert "### train" in md
@@ -285,7 +285,7 @@ def test_report_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     results.write_text(json.dumps({"benchmarks": [result_entry("eager-fp32", 1, 8, 0.1)]}))
     assert cli.main(["report", str(results), "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "report.md").is_file()
-    # Memory and throughput; no speedup heatmap without a second recipe.
+    # Memory and throughput; no speedup heatmap without a second optimization.
     assert "2 plot(s)" in capsys.readouterr().out
     # Against the real file as baseline: every phase of it but train is missing here.
     assert cli.main(["report", str(results), "--baseline", str(DATA), "--out", str(tmp_path)]) == 0
@@ -319,7 +319,7 @@ def noisy(opt: str, median: float, spread: float, **kw: Any) -> dict[str, Any]:
 
 
 def test_speedup_interval_comes_from_the_rounds() -> None:
-    # Reference rounds 0.9..1.1 s, recipe rounds 0.45..0.55 s: about 2x, clearly significant.
+    # Reference rounds 0.9..1.1 s, optimization rounds 0.45..0.55 s: about 2x, clearly significant.
     quick = report_cases.cases_from_benchmarks(
         [noisy("eager-fp32", 1.0, 0.2), noisy("sdpa-fp32", 0.5, 0.2)]
     )
@@ -344,7 +344,7 @@ def test_rounds_interval_needs_enough_rounds() -> None:
 
 
 def test_console_summary_marks_not_significant_and_warns_on_noise() -> None:
-    # Under load a 1.25x slower recipe, its rounds spread by a factor of 4.5: not shown as fact.
+    # Under load a 1.25x slower optimization, rounds spread by a factor of 4.5: not shown as fact.
     text = report_tables.console_summary(
         [noisy("eager-fp32", 1.0, 1.5), noisy("sdpa-fp32", 1.25, 1.5)]
     )

@@ -15,10 +15,10 @@ import pytest
 
 from gpt2_fixtures.plugin.shard import Shard, parse_shard, select, shard_of
 
-# A grid shaped like the real one: phases x recipes x batch sizes x lengths.
+# A grid shaped like the real one: phases x optimizations x batch sizes x lengths.
 GRID_IDS = [
-    f"test_{phase}[{recipe}-b{batch}-s{seq}]"
-    for phase, recipe, batch, seq in itertools.product(
+    f"test_{phase}[{optimization}-b{batch}-s{seq}]"
+    for phase, optimization, batch, seq in itertools.product(
         ("train", "infer", "generate"),
         ("eager-fp32", "sdpa-fp32", "sdpa-bf16", "flash2-bf16", "int8", "sdpa-bf16-compile"),
         (1, 8, 32),

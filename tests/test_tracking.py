@@ -92,7 +92,7 @@ def test_table_config_and_summary_from_results() -> None:
 
 
 def test_metric_columns_come_from_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Issue 15: a judged metric is one row in results/metrics.py, not a copy here."""
+    """A judged metric is one row in results/metrics.py, not a copy here."""
     from gpt2_fixtures.results.metrics import EXTRA_METRICS
 
     keys = [m.key for m in EXTRA_METRICS]

@@ -8,9 +8,9 @@ from helpers import FakeBenchmark
 
 from gpt2_fixtures.bench import distill, generation, settings, steps
 from gpt2_fixtures.bench.workbench import Workbench
-from gpt2_fixtures.config import Case, parse_recipe
+from gpt2_fixtures.config import Case, parse_optimization
 
-SDPA = parse_recipe("sdpa")
+SDPA = parse_optimization("sdpa")
 ROUNDS, WARMUP = 3, 1
 # Tokenizing the corpus, building models and profiling take about a minute on 2 shared cores.
 pytestmark = pytest.mark.slow

@@ -112,7 +112,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _inject_hook(spec: dict[str, float]) -> None:
-    """Before a case's first call (which compiles a compile recipe), hook the model's first
+    """Before a case's first call (which compiles a compile optimization), hook the model's first
     transformer block: a graph break there (breaks=1), a branch on FLIP (recompile=N)."""
     from gpt2_fixtures.bench import workbench
 
@@ -128,14 +128,14 @@ def _inject_hook(spec: dict[str, float]) -> None:
             torch._dynamo.graph_break()
         return out
 
-    def prepare(step: Any, recipe: Any, model: Any) -> Any:
+    def prepare(step: Any, optimization: Any, model: Any) -> Any:
         inner = getattr(model, "_orig_mod", model)
         blocks = getattr(getattr(inner, "transformer", None), "h", None)
         if blocks is not None and not getattr(blocks[0], "_gate_inject_hook", False):
             FLIP["on"] = False  # a new model: the branch starts unflipped
             blocks[0].register_forward_hook(hook)
             blocks[0]._gate_inject_hook = True
-        return original(step, recipe, model)
+        return original(step, optimization, model)
 
     workbench.prepare = prepare  # type: ignore[assignment]
 

@@ -5,7 +5,7 @@
 #   tools/gpu_acceptance.sh                                  # one GPU, gpt2 (124M)
 #   tools/gpu_acceptance.sh --device cpu --gpt2-model tiny   # the dry run that CI runs
 #
-# Steps: gpt2-bench doctor; the grid (train, infer, generate, distill over every recipe the
+# Steps: gpt2-bench doctor; the grid (train, infer, generate, distill over every optimization the
 # machine can run, B8xT512 on CUDA); a real CUDA out-of-memory case (B144xT1024, eager fp32)
 # followed by a case that must still run; a 1-rank torchrun job (NCCL on CUDA, gloo on CPU). The
 # twin control is the default, so every grid case times it. Files go to $OUT when it is set
@@ -40,7 +40,7 @@ if [ "$device" = cpu ]; then
   rounds=(--gpt2-rounds 3 --gpt2-warmup 1 --gpt2-threads 1)
   budget=(900 900 0 300)
 else
-  # B8xT512 carries the SDPA-vs-eager invariant; 5 rounds keep compile and 8 recipes in budget.
+  # B8xT512 carries the SDPA-vs-eager invariant; 5 rounds keep compile and 8 optimizations in budget.
   sizes=(--gpt2-batch-sizes 8 --gpt2-seq-lens 512 --gpt2-prompt-lens 128 --gpt2-new-tokens 32)
   rounds=(--gpt2-rounds 5 --gpt2-warmup 2)
   budget=(90 270 60 60) # seconds: doctor, grid, oom, distributed (480 s = 8 minutes)

@@ -55,8 +55,8 @@ def step_status(steps: Mapping[str, int], name: str, ok: Sequence[int] = (0,)) -
 def phases_present(grid: Sequence[Mapping[str, Any]]) -> Row:
     seen = {_info(b).get("phase") for b in grid}
     missing = [p for p in PHASES if p not in seen]
-    recipes = sorted({str(_info(b).get("optimization")) for b in grid})
-    detail = f"{len(grid)} cases; recipes {', '.join(recipes) or 'none'}"
+    optimizations = sorted({str(_info(b).get("optimization")) for b in grid})
+    detail = f"{len(grid)} cases; optimizations {', '.join(optimizations) or 'none'}"
     return (
         "grid: every phase ran",
         FAIL if missing else PASS,

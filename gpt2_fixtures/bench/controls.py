@@ -110,7 +110,7 @@ def twin_shape(config: Any, twin: str, batch: int, seq: int, tokens: int) -> Twi
 class TwinNet(nn.Module):
     """GPT-2's forward (Radford et al. 2019: pre-LN blocks, tied embeddings) with the layers
     sharing one block's weights. Linear layers are ``nn.Linear`` so that int8 cases can quantize
-    them as the int8 recipe does."""
+    them as the int8 optimization does."""
 
     def __init__(self, shape: TwinShape, gen: torch.Generator) -> None:
         super().__init__()
@@ -149,7 +149,7 @@ class TwinNet(nn.Module):
 
 class TwinControl:
     """A GPT-2 of the case's shape in plain torch, run as the case's step (docs/measuring.md).
-    ``int8``: its linear layers dynamically quantized as the CPU int8 recipe's are."""
+    ``int8``: its linear layers dynamically quantized as the CPU int8 optimization's are."""
 
     def __init__(
         self, shape: TwinShape, device: str, dtype: torch.dtype, int8: bool = False
@@ -183,7 +183,7 @@ class TwinControl:
 
 def _quantize_int8(net: nn.Module) -> nn.Module:
     """torch's CPU dynamic int8 (per-channel int8 weights, fbgemm/x86 GEMMs), called here and not
-    through optimizations.quantize_int8, so that a change to the recipe is not mirrored."""
+    through optimizations.quantize_int8, so that a change to the optimization is not mirrored."""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     with warnings.catch_warnings():  # deprecated for torchao, still torch's CPU int8 path
@@ -210,9 +210,9 @@ def control_for(
     shape = twin_shape(config, twin, case.batch_size, case.seq_len, tokens)
     if shape is None:
         return MatmulControl(device, approx_step_flops(n_params, tokens, TWINS[twin][0]))
-    # The recipe's compute dtype: fp16/bf16 training keeps fp32 weights under autocast, but its
-    # matmuls run in half precision, and those are what the twin must mirror. int8 on CUDA is
-    # torchao's weight-only int8, which the twin does not mirror: it runs in fp32 there.
-    dtype = DTYPES[case.recipe.precision]
-    int8 = case.recipe.int8 and not shape.trains and not device.startswith("cuda")
+    # The optimization's compute dtype: fp16/bf16 training keeps fp32 weights under autocast,
+    # but its matmuls run in half precision, and those are what the twin must mirror. int8 on
+    # CUDA is torchao's weight-only int8, which the twin does not mirror: it runs in fp32 there.
+    dtype = DTYPES[case.optimization.precision]
+    int8 = case.optimization.int8 and not shape.trains and not device.startswith("cuda")
     return TwinControl(shape, device, dtype, int8=int8)

@@ -329,7 +329,7 @@ def pack_blocks(text_ds: Any, tokenizer: Any, seq_len: int) -> torch.Tensor:
 
 
 def take_batch(blocks: torch.Tensor, batch_size: int, source: str) -> torch.Tensor:
-    """The first ``batch_size`` blocks: the same batch for every round and every recipe."""
+    """The first ``batch_size`` blocks: the same batch for every round and every optimization."""
     n_blocks, seq_len = blocks.shape
     if n_blocks < batch_size:
         raise DataError(

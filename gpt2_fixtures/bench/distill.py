@@ -32,7 +32,7 @@ from gpt2_fixtures.bench.errors import parse_finite
 from gpt2_fixtures.bench.generation import DeviceClock
 from gpt2_fixtures.bench.measure import mean_std, synchronize
 from gpt2_fixtures.bench.steps import make_optimizer
-from gpt2_fixtures.config import PRESETS, Case, Recipe
+from gpt2_fixtures.config import PRESETS, Case, Optimization
 
 # Defaults per device type: distilgpt2 was distilled from gpt2 (Sanh et al. 2019); on a CPU the
 # tiny student learns from the slightly bigger tiny-teacher preset, with a small grid (batch 2,
@@ -142,10 +142,10 @@ def pair_model(name: str, weights: str) -> models.ModelSpec:
     return models.resolve_model(name, "auto" if name in PRESETS else weights)
 
 
-def grid(recipes: Sequence[Recipe], opts: DistillOptions) -> list[Case]:
-    """Recipe-major, like the other phases: ids ``<recipe>-b<batch>-s<len>``."""
+def grid(chosen: Sequence[Optimization], opts: DistillOptions) -> list[Case]:
+    """Optimization-major, like the other phases: ids ``<optimization>-b<batch>-s<len>``."""
     return [
-        Case("distill", r, b, s) for r in recipes for b in opts.batch_sizes for s in opts.seq_lens
+        Case("distill", r, b, s) for r in chosen for b in opts.batch_sizes for s in opts.seq_lens
     ]
 
 
@@ -254,17 +254,17 @@ class Distiller:
         self,
         student: torch.nn.Module,
         teacher: torch.nn.Module,
-        recipe: Recipe,
+        optimization: Optimization,
         device: str,
         temperature: float = DEFAULT_TEMPERATURE,
         alpha: float = DEFAULT_ALPHA,
         optimizer: torch.optim.Optimizer | None = None,
     ) -> None:
         self.student, self.teacher = student, teacher
-        self.recipe, self.device = recipe, device
+        self.optimization, self.device = optimization, device
         self.temperature, self.alpha = temperature, alpha
-        self.optimizer = optimizer or make_optimizer(student, recipe, device)
-        self.scaler = optimizations.grad_scaler(recipe, device, "distill")
+        self.optimizer = optimizer or make_optimizer(student, optimization, device)
+        self.scaler = optimizations.grad_scaler(optimization, device, "distill")
         self.clock = DeviceClock(device)
         self.state = DistillState()
 
@@ -275,7 +275,7 @@ class Distiller:
                 input_ids=input_ids, attention_mask=attention_mask, use_cache=False
             ).logits
         after_teacher = self.clock.stamp()
-        with optimizations.autocast(self.recipe, self.device, "distill"):
+        with optimizations.autocast(self.optimization, self.device, "distill"):
             parts = distillation_loss(
                 self.student,
                 input_ids,
@@ -317,13 +317,13 @@ def distill_step(
     student: torch.nn.Module,
     teacher: torch.nn.Module,
     batch: torch.Tensor,
-    recipe: Recipe,
+    optimization: Optimization,
     device: str,
     temperature: float,
     alpha: float,
 ) -> tuple[Callable[[], None], Distiller]:
     """The benchmark closure: one distillation step on ``batch`` (packed blocks: no padding)."""
-    distiller = Distiller(student, teacher, recipe, device, temperature, alpha)
+    distiller = Distiller(student, teacher, optimization, device, temperature, alpha)
     return (lambda: distiller.step(batch)), distiller
 
 

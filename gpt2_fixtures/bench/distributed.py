@@ -429,7 +429,7 @@ def _train(benchmark: Any, bench: Any, dcase: DistCase, group: Any) -> dict[str,
     model = bench.model(case)  # its parameters are counted as built, before sharding
     wrapped = wrap(model, dcase.strategy, group, device)
     batch = rank_batch(bench.blocks(case.seq_len), case.batch_size, dist.get_rank(group))
-    step, state = steps.train_step(wrapped, batch.to(device), case.recipe, device)
+    step, state = steps.train_step(wrapped, batch.to(device), case.optimization, device)
     job = RankJob(group, device, dcase.strategy)
     measured = bench.measure(benchmark, case, step, model, job)
     info = measured.info

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from gpt2_fixtures.bench import memory
+from gpt2_fixtures.bench import cpuinfo, memory
 
 # Versions of how a number is measured: bump one when a change makes results before and after it
 # incomparable (the gate then judges no time row across them). ``measure``: bench/measure.py's
@@ -24,7 +24,7 @@ CONTROL_VERSION = "0.5"
 def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
-    return cpu_model()
+    return cpuinfo.model()
 
 
 def environment(device: str, tokenizer: str | None = None) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def environment(device: str, tokenizer: str | None = None) -> dict[str, Any]:
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "bf16_supported": bool(cuda and torch.cuda.is_bf16_supported()),
-        "cpu_model": cpu_model(),
+        "cpu_model": cpuinfo.model(),
         "cpu_threads": torch.get_num_threads(),
         "malloc": memory.malloc_setting(),
         "python": platform.python_version(),
@@ -68,7 +68,7 @@ def cpu_identity() -> dict[str, Any]:
     """The CPU beyond its brand string: one brand ("AMD EPYC") covers several generations, and
     kernels dispatch on the ISA flags, so vendor, family, model, stepping and a digest of the
     flags tell two generations apart (/proc/cpuinfo; the brand alone elsewhere)."""
-    fields = _cpuinfo_fields(("vendor_id", "cpu family", "model", "stepping", "flags"))
+    fields = cpuinfo.fields(("vendor_id", "cpu family", "model", "stepping", "flags"))
     flags = " ".join(sorted(fields.get("flags", "").split()))
     return {
         "cpu_vendor": fields.get("vendor_id") or platform.machine(),
@@ -77,22 +77,6 @@ def cpu_identity() -> dict[str, Any]:
         "cpu_stepping": fields.get("stepping"),
         "cpu_flags_sha": hashlib.sha256(flags.encode()).hexdigest()[:12] if flags else None,
     }
-
-
-def _cpuinfo_fields(keys: tuple[str, ...]) -> dict[str, str]:
-    """The first processor's ``key: value`` lines of /proc/cpuinfo for ``keys``."""
-    found: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if not line.strip():
-                    break  # the first processor's block ends at its blank line
-                key, _, value = line.partition(":")
-                if key.strip() in keys:
-                    found[key.strip()] = value.strip()
-    except OSError:
-        pass
-    return found
 
 
 def gpu_identity(device: str) -> dict[str, Any]:
@@ -138,17 +122,6 @@ def _version_of(package: str) -> str | None:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _driver_version() -> str | None:

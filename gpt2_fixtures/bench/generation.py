@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from gpt2_fixtures.bench.measure import mean_std, synchronize
-from gpt2_fixtures.config import Case, Recipe
+from gpt2_fixtures.config import Case, Optimization
 
 # Defaults per device type: 128 prompt tokens and 128 new ones on a GPU; the CPU default keeps
 # the phase to seconds on 2 cores with the tiny preset (batch 1 only, unless --gpt2-batch-sizes
@@ -98,15 +98,15 @@ def resolve_options(
     return GenerateOptions(tuple(prompts), tuple(news), tuple(batches))
 
 
-def grid(recipes: Sequence[Recipe], opts: GenerateOptions) -> list[Case]:
-    """Recipe-major cases; ``seq_len`` is the prompt length and the id ends in ``-n<new>``.
+def grid(optimizations: Sequence[Optimization], opts: GenerateOptions) -> list[Case]:
+    """Optimization-major cases; ``seq_len`` is the prompt length and the id ends in ``-n<new>``.
 
-    Ids look like ``sdpa-fp32-b1-s32-n32``: the contract's ``<recipe>-b<batch>-s<len>`` with the
-    new-token count as a tail, so tools that parse ids keep working.
+    Ids look like ``sdpa-fp32-b1-s32-n32``: the usual ``<optimization>-b<batch>-s<len>`` with
+    the new-token count as a tail, so tools that parse ids keep working.
     """
     return [
         Case("generate", r, b, p, extra=(("n", n),))
-        for r in recipes
+        for r in optimizations
         for b in opts.batch_sizes
         for p in opts.prompt_lens
         for n in opts.new_tokens
@@ -226,12 +226,12 @@ def generate_kwargs(
     }
 
 
-def compile_kwargs(recipe: Recipe, device: str) -> dict[str, Any]:
-    """For a compile recipe: a static KV cache, which makes ``generate`` compile the model's
+def compile_kwargs(optimization: Optimization, device: str) -> dict[str, Any]:
+    """For a compile optimization: a static KV cache, which makes ``generate`` compile the model's
     forward itself (transformers' ``_valid_auto_compile_criteria``; its default CompileConfig,
     mode reduce-overhead, on CUDA; inductor's default mode on a CPU, where transformers compiles
     only when ``_compile_all_devices`` is set)."""
-    if not recipe.compile:
+    if not optimization.compile:
         return {}
     from transformers import CompileConfig
 
@@ -241,11 +241,11 @@ def compile_kwargs(recipe: Recipe, device: str) -> dict[str, Any]:
 
 
 def generate_step(
-    model: Any, batch: torch.Tensor, recipe: Recipe, device: str, new_tokens: int
+    model: Any, batch: torch.Tensor, optimization: Optimization, device: str, new_tokens: int
 ) -> tuple[Callable[[], None], GenerationState]:
     """One call = one greedy ``generate`` of ``new_tokens`` tokens for the whole batch.
 
-    Precision comes from the weights (cast by ``optimizations.apply``), so ``recipe`` is only
+    Precision comes from the weights (cast by ``optimizations.apply``), so ``optimization`` is only
     part of the common step signature.
     """
     from transformers import LogitsProcessorList
@@ -255,7 +255,7 @@ def generate_step(
     pad = int(pad[0] if isinstance(pad, list) else (pad if pad is not None else 0))
     state = GenerationState(int(batch.shape[1]), new_tokens, clock, pad)
     kwargs = generate_kwargs(batch, new_tokens, pad, LogitsProcessorList([clock]))
-    kwargs |= compile_kwargs(recipe, device)
+    kwargs |= compile_kwargs(optimization, device)
     # torch.compile(model) compiles only the module's __call__; generate() runs on the original
     # module, which compiles its own forward when asked to (compile_kwargs).
     generate = getattr(model, "_orig_mod", model).generate

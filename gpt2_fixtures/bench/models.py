@@ -16,7 +16,7 @@ import torch
 
 from gpt2_fixtures.bench import hub
 from gpt2_fixtures.bench.errors import first_line
-from gpt2_fixtures.config import PRESETS, Recipe
+from gpt2_fixtures.config import PRESETS, Optimization
 
 
 class ModelError(ValueError):
@@ -96,15 +96,17 @@ def max_positions(config: Any) -> int:
     return int(getattr(config, "n_positions", None) or config.max_position_embeddings)
 
 
-def build(spec: ModelSpec, recipe: Recipe, config: Any, seed: int = 0) -> torch.nn.Module:
-    """The model in fp32 on the CPU with the recipe's attention implementation.
+def build(
+    spec: ModelSpec, optimization: Optimization, config: Any, seed: int = 0
+) -> torch.nn.Module:
+    """The model in fp32 on the CPU with the optimization's attention implementation.
 
     Precision, quantization and the device move are applied afterwards by
     ``optimizations.apply`` so that each step is one small function.
     """
     from transformers import AutoModelForCausalLM
 
-    attn = recipe.attn_implementation
+    attn = optimization.attn_implementation
     if not spec.pretrained:
         torch.manual_seed(seed)  # the same random weights in every run
         return AutoModelForCausalLM.from_config(config, attn_implementation=attn)
@@ -123,14 +125,16 @@ def build(spec: ModelSpec, recipe: Recipe, config: Any, seed: int = 0) -> torch.
         raise hub.explain("model", spec.name, exc) from None
 
 
-def import_model_code(config: Any, recipe: Recipe) -> None:
+def import_model_code(config: Any, optimization: Optimization) -> None:
     """Build the model once on the meta device (no memory): transformers imports its modeling
     code on the first build, about 110 MB that the process keeps for good and that belongs to
     no case, so it is paid before a case's footprint base is read (docs/measuring.md)."""
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
-        AutoModelForCausalLM.from_config(config, attn_implementation=recipe.attn_implementation)
+        AutoModelForCausalLM.from_config(
+            config, attn_implementation=optimization.attn_implementation
+        )
 
 
 def n_params(model: torch.nn.Module) -> int:

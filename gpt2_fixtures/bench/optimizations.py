@@ -1,8 +1,8 @@
-"""Optimization recipes applied to a built model: each a small function, model -> model.
+"""Optimizations applied to a built model: each a small function, model -> model.
 
 ``skip_reason`` decides, before any model is built, whether the device and phase can run a
-recipe; the benchmark then reports a skip with that reason instead of a crash or a meaningless
-number. ``apply`` turns the fp32 model that ``models.build`` made into the recipe's model:
+optimization; the benchmark then reports a skip with that reason instead of a crash or a meaningless
+number. ``apply`` turns the fp32 model that ``models.build`` made into the optimization's model:
 vocabulary padding, precision, device, int8 quantization, mode, ``torch.compile``.
 ``prepare`` runs before the measured rounds: it compiles (timed apart as ``compile_s``) and finds
 out which attention kernel really runs (``attn_kernel``). docs/optimizations.md is the user's
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gpt2_fixtures.config import PHASE, PRECISIONS, Recipe
+from gpt2_fixtures.config import PHASE, PRECISIONS, Optimization
 
 # The torch dtype of each precision named in config.PRECISIONS.
 DTYPES = {name: getattr(torch, dtype) for name, dtype in PRECISIONS.items()}
@@ -47,32 +47,36 @@ def trains(phase: str) -> bool:
 # What can run where (decided before anything is built)
 
 
-def skip_reason(recipe: Recipe, device: str, phase: str, explicit: bool = False) -> str | None:
-    """Why ``recipe`` cannot run on ``device`` in ``phase`` (``None`` when it can).
+def skip_reason(
+    optimization: Optimization, device: str, phase: str, explicit: bool = False
+) -> str | None:
+    """Why ``optimization`` cannot run on ``device`` in ``phase`` (``None`` when it can).
 
-    ``explicit`` is True when the user named the recipe: half precision on a CPU then runs
+    ``explicit`` is True when the user named the optimization: half precision on a CPU then runs
     (slowly) instead of being skipped.
     """
     checks = (_phase_reason, _flash2_reason, _int8_reason, _compile_reason, _precision_reason)
     for check in checks:
-        reason = check(recipe, device, phase, explicit)
+        reason = check(optimization, device, phase, explicit)
         if reason is not None:
-            return f"{recipe.id}: {reason}"
+            return f"{optimization.id}: {reason}"
     return None
 
 
-def _phase_reason(recipe: Recipe, device: str, phase: str, explicit: bool) -> str | None:
+def _phase_reason(
+    optimization: Optimization, device: str, phase: str, explicit: bool
+) -> str | None:
     training = trains(phase)
-    if recipe.int8 and training:
+    if optimization.int8 and training:
         return (
             "int8 is post-training quantization for inference (int8 weights take no optimizer "
             f"step); it runs in the infer and generate phases, not {phase}"
         )
-    if recipe.fused_adamw and not training:
+    if optimization.fused_adamw and not training:
         return f"fusedadam changes only the optimizer step, and the {phase} phase has none"
-    if recipe.fused_adamw and torch.device(device).type not in _fused_adamw_devices():
+    if optimization.fused_adamw and torch.device(device).type not in _fused_adamw_devices():
         return f"fused AdamW has no kernel for {device} in torch {torch.__version__}"
-    if recipe.int8 and recipe.pad_vocab:
+    if optimization.int8 and optimization.pad_vocab:
         return "padvocab replaces the LM head, which int8 would then leave unquantized"
     return None
 
@@ -86,8 +90,10 @@ def _fused_adamw_devices() -> list[str]:
     return list(_get_fused_kernels_supported_devices())
 
 
-def _flash2_reason(recipe: Recipe, device: str, phase: str, explicit: bool) -> str | None:
-    if recipe.attention != "flash2":
+def _flash2_reason(
+    optimization: Optimization, device: str, phase: str, explicit: bool
+) -> str | None:
+    if optimization.attention != "flash2":
         return None
     has_package = importlib.util.find_spec("flash_attn") is not None
     if not is_cuda(device) or not has_package:
@@ -95,7 +101,7 @@ def _flash2_reason(recipe: Recipe, device: str, phase: str, explicit: bool) -> s
         if not has_package:
             missing.append("the flash-attn package (pip install flash-attn)")
         return f"flash_attention_2 needs {' and '.join(missing)}; this run: {device}"
-    if recipe.precision == "fp32":
+    if optimization.precision == "fp32":
         return "flash_attention_2 runs in fp16 or bf16 only; use flash2-bf16 or flash2-fp16"
     major, minor = torch.cuda.get_device_capability(torch.device(device))
     if major < 8:
@@ -111,8 +117,8 @@ def _flash2_reason(recipe: Recipe, device: str, phase: str, explicit: bool) -> s
     return None
 
 
-def _int8_reason(recipe: Recipe, device: str, phase: str, explicit: bool) -> str | None:
-    if not recipe.int8:
+def _int8_reason(optimization: Optimization, device: str, phase: str, explicit: bool) -> str | None:
+    if not optimization.int8:
         return None
     if is_cuda(device):
         if importlib.util.find_spec("torchao") is None:
@@ -126,8 +132,10 @@ def _int8_reason(recipe: Recipe, device: str, phase: str, explicit: bool) -> str
     return None
 
 
-def _compile_reason(recipe: Recipe, device: str, phase: str, explicit: bool) -> str | None:
-    if not recipe.compile:
+def _compile_reason(
+    optimization: Optimization, device: str, phase: str, explicit: bool
+) -> str | None:
+    if not optimization.compile:
         return None
     if is_cuda(device) and importlib.util.find_spec("triton") is None:
         return "torch.compile on CUDA needs triton (it comes with the CUDA builds of torch)"
@@ -144,13 +152,15 @@ def _cpp_compiler() -> str | None:
     return None
 
 
-def _precision_reason(recipe: Recipe, device: str, phase: str, explicit: bool) -> str | None:
-    if recipe.precision == "bf16" and is_cuda(device) and not torch.cuda.is_bf16_supported():
+def _precision_reason(
+    optimization: Optimization, device: str, phase: str, explicit: bool
+) -> str | None:
+    if optimization.precision == "bf16" and is_cuda(device) and not torch.cuda.is_bf16_supported():
         name = torch.cuda.get_device_name(torch.device(device))
         return f"bf16 is not supported on {name} (compute capability < 8.0); use fp16"
-    if recipe.precision != "fp32" and not is_cuda(device) and not explicit:
+    if optimization.precision != "fp32" and not is_cuda(device) and not explicit:
         return (
-            f"{recipe.precision} on a CPU runs 20-150x slower than fp32 and is left out "
+            f"{optimization.precision} on a CPU runs 20-150x slower than fp32 and is left out "
             "of the default CPU grid; name it in --gpt2-optimizations to run it anyway"
         )
     return None
@@ -160,19 +170,21 @@ def _precision_reason(recipe: Recipe, device: str, phase: str, explicit: bool) -
 # Precision
 
 
-def autocast(recipe: Recipe, device: str, phase: str) -> AbstractContextManager[Any]:
+def autocast(optimization: Optimization, device: str, phase: str) -> AbstractContextManager[Any]:
     """Mixed precision for training: fp32 master weights, fp16/bf16 matmuls.
 
     Pure fp16 weights break AdamW (its eps of 1e-8 underflows to 0 in fp16, so rows with zero
     gradient become 0/0 = NaN); autocast with fp32 weights is what fp16/bf16 training means in
     practice (torch.amp, the Hugging Face Trainer's --fp16/--bf16).
     """
-    if trains(phase) and recipe.precision != "fp32":
-        return torch.autocast(device_type=torch.device(device).type, dtype=DTYPES[recipe.precision])
+    if trains(phase) and optimization.precision != "fp32":
+        return torch.autocast(
+            device_type=torch.device(device).type, dtype=DTYPES[optimization.precision]
+        )
     return nullcontext()
 
 
-def weights_dtype(recipe: Recipe, phase: str) -> torch.dtype:
+def weights_dtype(optimization: Optimization, phase: str) -> torch.dtype:
     """Training keeps fp32 master weights; inference casts them (``model.half()`` for fp16).
 
     int8 reports ``torch.int8``: the matmul weights are int8 (embeddings and layer norms stay
@@ -180,36 +192,36 @@ def weights_dtype(recipe: Recipe, phase: str) -> torch.dtype:
     """
     if trains(phase):
         return torch.float32
-    if recipe.int8:
+    if optimization.int8:
         return torch.int8
-    return DTYPES[recipe.precision]
+    return DTYPES[optimization.precision]
 
 
-def grad_scaler(recipe: Recipe, device: str, phase: str) -> torch.amp.GradScaler | None:
+def grad_scaler(optimization: Optimization, device: str, phase: str) -> torch.amp.GradScaler | None:
     """fp16 training needs loss scaling (gradients underflow in fp16); bf16 does not."""
-    if trains(phase) and recipe.precision == "fp16":
+    if trains(phase) and optimization.precision == "fp16":
         return torch.amp.GradScaler(torch.device(device).type)
     return None
 
 
 # ---------------------------------------------------------------------------------------------
-# apply: the recipe's model
+# apply: the optimization's model
 
 
-def apply(model: nn.Module, recipe: Recipe, device: str, phase: str) -> nn.Module:
+def apply(model: nn.Module, optimization: Optimization, device: str, phase: str) -> nn.Module:
     """Pad, cast, move, quantize, set the mode, compile; attention was chosen at build time."""
-    if recipe.pad_vocab:
+    if optimization.pad_vocab:
         pad_vocab(model)
-    dtype = weights_dtype(recipe, phase)
+    dtype = weights_dtype(optimization, phase)
     if dtype == torch.float16:
         model = model.half()  # the seed's "quantization", kept as its spelling
     elif dtype.is_floating_point and dtype != torch.float32:
         model = model.to(dtype)
     model = model.to(device)
-    if recipe.int8:
+    if optimization.int8:
         model = quantize_int8(model, device)
     model.train(trains(phase))
-    if recipe.compile:
+    if optimization.compile:
         # Lazy: compilation happens on the first call, which ``prepare`` times as compile_s.
         model = torch.compile(model)  # type: ignore[assignment]
     return model
@@ -346,20 +358,20 @@ def _torchao_int8_weight_only(model: nn.Module) -> nn.Module:
     return model
 
 
-def reference_recipe(recipe: Recipe) -> Recipe:
-    """The fp32 model a reduced-precision inference recipe is compared with (max_logit_diff).
+def reference_optimization(optimization: Optimization) -> Optimization:
+    """The fp32 model a reduced-precision inference optimization is compared with (max_logit_diff).
 
     Same attention implementation (sdpa for flash2, which has no fp32), no int8, no compile,
     no padding: the plain model whose logits the optimized one should reproduce.
     """
-    attention = "sdpa" if recipe.attention == "flash2" else recipe.attention
-    return Recipe(attention=attention)
+    attention = "sdpa" if optimization.attention == "flash2" else optimization.attention
+    return Optimization(attention=attention)
 
 
-def reduced(recipe: Recipe) -> bool:
+def reduced(optimization: Optimization) -> bool:
     """Reduced precision (int8, fp16, bf16): an inference phase with a logit check records its
     ``max_logit_diff`` against fp32 (``phases.Adapter.logit_check``)."""
-    return recipe.dtype != "float32"
+    return optimization.dtype != "float32"
 
 
 def max_logit_diff(model: nn.Module, reference: nn.Module, batch: torch.Tensor) -> float:

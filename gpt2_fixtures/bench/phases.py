@@ -38,7 +38,7 @@ class Bench(Protocol):
 
 
 class Adapter:
-    """A phase over recipe x batch size x length of --gpt2-model, a forward (and backward when
+    """A phase over optimization x batch size x length of --gpt2-model, a forward (and backward when
     the phase trains) over the whole batch; subclasses change what differs."""
 
     twin = "infer"  # the control's kind (controls.TWINS)
@@ -48,9 +48,11 @@ class Adapter:
         self.phase = PHASE[name]
 
     def grid(self, s: Settings) -> list[Case]:
-        """The phase's cases, recipe-major (each model is built once)."""
+        """The phase's cases, optimization-major (each model is built once)."""
         name = self.phase.name
-        return [Case(name, r, b, t) for r in s.recipes for b in s.batch_sizes for t in s.seq_lens]
+        return [
+            Case(name, r, b, t) for r in s.optimizations for b in s.batch_sizes for t in s.seq_lens
+        ]
 
     def spec(self, bench: Bench) -> models.ModelSpec:
         """The measured model."""
@@ -83,7 +85,7 @@ class Train(Adapter):
     twin = "train"
 
     def step(self, bench: Bench, case: Case, model: torch.nn.Module, batch: torch.Tensor) -> Step:
-        return steps.train_step(model, batch, case.recipe, bench.settings.device)
+        return steps.train_step(model, batch, case.optimization, bench.settings.device)
 
     def record(self, bench: Bench, case: Case, measured: Measured, state: Any) -> dict[str, Any]:
         return {"loss": state.loss()}
@@ -93,7 +95,7 @@ class Infer(Adapter):
     logit_check = True
 
     def step(self, bench: Bench, case: Case, model: torch.nn.Module, batch: torch.Tensor) -> Step:
-        return steps.infer_step(model, batch, case.recipe, bench.settings.device)
+        return steps.infer_step(model, batch, case.optimization, bench.settings.device)
 
 
 class Generate(Adapter):
@@ -102,7 +104,9 @@ class Generate(Adapter):
     twin = "generate"
 
     def grid(self, s: Settings) -> list[Case]:
-        return super().grid(s) if s.generate is None else generation.grid(s.recipes, s.generate)
+        return (
+            super().grid(s) if s.generate is None else generation.grid(s.optimizations, s.generate)
+        )
 
     def tokens(self, case: Case) -> int:
         return case.batch_size * generation.new_tokens_of(case)  # generated tokens only
@@ -119,7 +123,7 @@ class Generate(Adapter):
 
     def step(self, bench: Bench, case: Case, model: torch.nn.Module, batch: torch.Tensor) -> Step:
         n, device = generation.new_tokens_of(case), bench.settings.device
-        return generation.generate_step(model, batch, case.recipe, device, n)
+        return generation.generate_step(model, batch, case.optimization, device, n)
 
     def record(self, bench: Bench, case: Case, measured: Measured, state: Any) -> dict[str, Any]:
         state.check_counts()  # exactly new_tokens per call, no early EOS stop
@@ -134,7 +138,7 @@ class Distill(Adapter):
     twin = "train"  # the student's training step
 
     def grid(self, s: Settings) -> list[Case]:
-        return super().grid(s) if s.distill is None else distill.grid(s.recipes, s.distill)
+        return super().grid(s) if s.distill is None else distill.grid(s.optimizations, s.distill)
 
     def spec(self, bench: Bench) -> models.ModelSpec:
         return bench.distill_options().student
@@ -162,7 +166,7 @@ class Distill(Adapter):
         opts, device = bench.distill_options(), bench.settings.device
         teacher = bench.teacher(case)
         return distill.distill_step(
-            model, teacher, batch, case.recipe, device, opts.temperature, opts.alpha
+            model, teacher, batch, case.optimization, device, opts.temperature, opts.alpha
         )
 
     def record(self, bench: Bench, case: Case, measured: Measured, state: Any) -> dict[str, Any]:
@@ -185,4 +189,6 @@ def grid(phase: str, s: Settings) -> list[Case]:
 
 def skip_reason(case: Case, s: Settings) -> str | None:
     """Why the case cannot run on this device (None: it runs), decided before any model."""
-    return optimizations.skip_reason(case.recipe, s.device, case.phase, s.recipes_explicit)
+    return optimizations.skip_reason(
+        case.optimization, s.device, case.phase, s.optimizations_explicit
+    )

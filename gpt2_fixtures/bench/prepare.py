@@ -9,23 +9,26 @@ from typing import Any
 
 from torch import nn
 
-from gpt2_fixtures.config import Recipe
+from gpt2_fixtures.config import Optimization
 
-# A torch.compile recipe runs its step at most this many times before the measured rounds, until
-# a call compiles nothing new (the first call compiles; guards may force one recompilation).
+# A torch.compile optimization runs its step at most this many times before the measured
+# rounds, until a call compiles nothing new (the first call compiles; guards may force one
+# recompilation).
 MAX_COMPILE_CALLS = 3
 
 
-def prepare(step: Callable[[], None], recipe: Recipe, model: nn.Module) -> dict[str, Any]:
+def prepare(
+    step: Callable[[], None], optimization: Optimization, model: nn.Module
+) -> dict[str, Any]:
     """Untimed calls of ``step`` before pytest-benchmark's rounds.
 
-    ``compile_s``: seconds of the calls that compiled (compile recipes only, else None): the
+    ``compile_s``: seconds of the calls that compiled (compile optimizations only, else None): the
     compilation and the first executions for the case's shape, kept out of the measured rounds.
     ``attn_kernel``: the attention kernel found by profiling one call (``attention_kernel``).
     """
     del model  # the step closes over it; callers pass it for symmetry with ``apply``
-    compile_s = compile_step(step) if recipe.compile else None
-    return {"compile_s": compile_s, "attn_kernel": attention_kernel(step, recipe)}
+    compile_s = compile_step(step) if optimization.compile else None
+    return {"compile_s": compile_s, "attn_kernel": attention_kernel(step, optimization)}
 
 
 def _frames_compiled() -> int | None:
@@ -77,7 +80,7 @@ def kernels_in(op_names: list[str]) -> list[str]:
     return list(dict.fromkeys(k for k in map(kernel_of, op_names) if k is not None))
 
 
-def attention_kernel(step: Callable[[], None], recipe: Recipe) -> str:
+def attention_kernel(step: Callable[[], None], optimization: Optimization) -> str:
     """Which attention kernel really ran: profile one call of ``step`` and read the op names.
 
     A found kernel is reported as ``flash``, ``efficient``, ``cudnn``, ``math`` (SDPA backends),
@@ -95,6 +98,6 @@ def attention_kernel(step: Callable[[], None], recipe: Recipe) -> str:
     found = kernels_in([e.name for e in events])
     if found:
         return "+".join(found)
-    if recipe.attn_implementation == "eager":
+    if optimization.attn_implementation == "eager":
         return "eager"
-    return "inductor" if recipe.compile else "unknown"
+    return "inductor" if optimization.compile else "unknown"

@@ -12,7 +12,7 @@ import torch
 
 from gpt2_fixtures.bench import controls, data, distill, generation, memory, models
 from gpt2_fixtures.bench.environment import device_name
-from gpt2_fixtures.config import PRESETS, Recipe, parse_recipes
+from gpt2_fixtures.config import PRESETS, Optimization, parse_optimizations
 
 
 class SettingsError(ValueError):
@@ -55,8 +55,8 @@ class Settings:
     dataset: str
     batch_sizes: tuple[int, ...]
     seq_lens: tuple[int, ...]
-    recipes: tuple[Recipe, ...]
-    recipes_explicit: bool
+    optimizations: tuple[Optimization, ...]
+    optimizations_explicit: bool
     rounds: int
     warmup: int
     n_positions: int
@@ -75,12 +75,12 @@ class Settings:
         return torch.device(self.device).type
 
     def header(self) -> str:
-        recipes = ",".join(r.id for r in self.recipes)
+        optimizations = ",".join(r.id for r in self.optimizations)
         return (
             f"gpt2-bench: device={self.device} ({device_name(self.device)}) model={self.model} "
             f"weights={self.weights} dataset={self.dataset} "
             f"batch_sizes={','.join(map(str, self.batch_sizes))} "
-            f"seq_lens={','.join(map(str, self.seq_lens))} optimizations={recipes} "
+            f"seq_lens={','.join(map(str, self.seq_lens))} optimizations={optimizations} "
             f"rounds={self.rounds} warmup={self.warmup} cpu_threads={torch.get_num_threads()} "
             f"malloc={memory.malloc_setting()} control={self.control} "
             f"tokenizer={self.tokenizer.header()}"
@@ -131,7 +131,7 @@ def resolve(
     dataset: str = "embedded",
     batch_sizes: tuple[int, ...] | None = None,
     seq_lens: tuple[int, ...] | None = None,
-    recipes: tuple[Recipe, ...] | None = None,
+    optimizations: tuple[Optimization, ...] | None = None,
     rounds: int | None = None,
     warmup: int | None = None,
     prompt_lens: tuple[int, ...] | None = None,
@@ -178,8 +178,8 @@ def resolve(
         dataset=dataset,
         batch_sizes=grid_batches,
         seq_lens=lens,
-        recipes=recipes or parse_recipes(str(defaults["optimizations"])),
-        recipes_explicit=recipes is not None,
+        optimizations=optimizations or parse_optimizations(str(defaults["optimizations"])),
+        optimizations_explicit=optimizations is not None,
         rounds=rounds or int(str(defaults["rounds"])),
         warmup=int(str(defaults["warmup"])) if warmup is None else warmup,
         n_positions=n_positions,

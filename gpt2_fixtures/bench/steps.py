@@ -14,7 +14,7 @@ import torch
 
 from gpt2_fixtures.bench import optimizations
 from gpt2_fixtures.bench.measure import synchronize
-from gpt2_fixtures.config import Recipe
+from gpt2_fixtures.config import Optimization
 
 
 @dataclass
@@ -27,24 +27,26 @@ class StepState:
         return None if self.last_loss is None else float(self.last_loss.detach().float().item())
 
 
-def make_optimizer(model: torch.nn.Module, recipe: Recipe, device: str) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: torch.nn.Module, optimization: Optimization, device: str
+) -> torch.optim.Optimizer:
     """AdamW as in nanoGPT's train.py (lr 6e-4, betas 0.9/0.95, weight decay 0.1)."""
     kwargs: dict[str, Any] = {"lr": 6e-4, "betas": (0.9, 0.95), "weight_decay": 0.1}
-    if recipe.fused_adamw:
+    if optimization.fused_adamw:
         kwargs["fused"] = True
     return torch.optim.AdamW(model.parameters(), **kwargs)
 
 
 def train_step(
-    model: torch.nn.Module, batch: torch.Tensor, recipe: Recipe, device: str
+    model: torch.nn.Module, batch: torch.Tensor, optimization: Optimization, device: str
 ) -> tuple[Callable[[], None], StepState]:
     """Forward + backward + AdamW step on ``batch`` (labels = inputs, shifted by the model)."""
-    optimizer = make_optimizer(model, recipe, device)
-    scaler = optimizations.grad_scaler(recipe, device, "train")
+    optimizer = make_optimizer(model, optimization, device)
+    scaler = optimizations.grad_scaler(optimization, device, "train")
     state = StepState()
 
     def step() -> None:
-        with optimizations.autocast(recipe, device, "train"):
+        with optimizations.autocast(optimization, device, "train"):
             loss = model(input_ids=batch, labels=batch, use_cache=False).loss
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -61,7 +63,7 @@ def train_step(
 
 
 def infer_step(
-    model: torch.nn.Module, batch: torch.Tensor, recipe: Recipe, device: str
+    model: torch.nn.Module, batch: torch.Tensor, optimization: Optimization, device: str
 ) -> tuple[Callable[[], None], StepState]:
     """One forward pass over the full batch under ``torch.inference_mode`` (no KV cache)."""
     state = StepState()

@@ -101,27 +101,27 @@ class Workbench:
         return self.settings.distill
 
     def model(self, case: Case) -> torch.nn.Module:
-        """The model for ``case``, built once per (recipe, phase) and freed before the next."""
-        key = (case.recipe, case.phase)
+        """The model for ``case``, built once per (optimization, phase), freed before the next."""
+        key = (case.optimization, case.phase)
         if key != self._model_key:
             self.free_model()
             spec = phases.ADAPTERS[case.phase].spec(self)
             # What the process keeps for good (data, tokenizer, model code) is no case's own:
             # loaded before the footprint's base is read.
             self.blocks(case.seq_len)
-            models.import_model_code(self.config_of(spec), case.recipe)
+            models.import_model_code(self.config_of(spec), case.optimization)
             self._base_mb = resident_mb(self.settings.device)
-            built = models.build(spec, case.recipe, self.config_of(spec))
+            built = models.build(spec, case.optimization, self.config_of(spec))
             self._model_n_params = models.n_params(built)
             dev = self.settings.device
-            self._model = optimizations.apply(built, case.recipe, dev, case.phase)
+            self._model = optimizations.apply(built, case.optimization, dev, case.phase)
             self._model_key = key
         assert self._model is not None
         return self._model
 
     def teacher(self, case: Case) -> torch.nn.Module:
         """The distill case's teacher beside its student, in inference form (weights in the
-        recipe's precision, eval mode); built after the student, freed with it."""
+        optimization's precision, eval mode); built after the student, freed with it."""
         self.model(case)  # the student first: a new key frees both slots
         if self._teacher is None:
             opts = self.distill_options()
@@ -132,8 +132,10 @@ class Workbench:
                 )
             except ValueError as exc:
                 raise SettingsError(str(exc)) from None
-            built = models.build(opts.teacher, case.recipe, config)
-            self._teacher = optimizations.apply(built, case.recipe, self.settings.device, "infer")
+            built = models.build(opts.teacher, case.optimization, config)
+            self._teacher = optimizations.apply(
+                built, case.optimization, self.settings.device, "infer"
+            )
         return self._teacher
 
     def free_model(self) -> None:
@@ -164,9 +166,9 @@ class Workbench:
         control = controls.control_for(model, s.device, case, tokens, n, s.control, adapter.twin)
         memory = memory_tracker(s.device)
         hooks = RoundHooks(memory, control) if job is None else job.hooks(memory, control)
-        before = counters.compile_mark() if case.recipe.compile else None
+        before = counters.compile_mark() if case.optimization.compile else None
         hooks.probe = counters.compile_mark if before is not None else None
-        prepared = prepare(counted, case.recipe, model)  # compile_s, attn_kernel
+        prepared = prepare(counted, case.optimization, model)  # compile_s, attn_kernel
         result = self._rounds(benchmark, counted, hooks, (case.batch_size, tokens), job)
         info = self.describe(case, n) | prepared | {"loss": None}
         info |= {} if job is None else job.keys()
@@ -200,18 +202,25 @@ class Workbench:
         """``flops_per_step``, ``achieved_tflops``, ``mfu``, ``peak_tflops`` (see flops.py)."""
         s = self.settings
         step_flops = phases.ADAPTERS[case.phase].step_flops(self, case)
-        dtype = flops.compute_dtype(case.recipe.precision, case.recipe.int8, flops.tf32_matmul())
+        dtype = flops.compute_dtype(
+            case.optimization.precision, case.optimization.int8, flops.tf32_matmul()
+        )
         peak = s.peak_tflops or flops.peak_tflops(s.device, device_name(s.device), dtype)
         return flops.flops_metrics(step_flops, times, peak)
 
     def logit_diff(self, case: Case, model: torch.nn.Module) -> float | None:
         """Reduced-precision inference against the fp32 model on the case's batch, after the
         measured rounds (so the reference model never counts in the case's memory peak)."""
-        if not (phases.ADAPTERS[case.phase].logit_check and optimizations.reduced(case.recipe)):
+        if not (
+            phases.ADAPTERS[case.phase].logit_check and optimizations.reduced(case.optimization)
+        ):
             return None
-        recipe = optimizations.reference_recipe(case.recipe)
+        optimization = optimizations.reference_optimization(case.optimization)
         reference = optimizations.apply(
-            models.build(self.spec, recipe, self.config), recipe, self.settings.device, "infer"
+            models.build(self.spec, optimization, self.config),
+            optimization,
+            self.settings.device,
+            "infer",
         )
         try:
             return optimizations.max_logit_diff(model, reference, self.batch(case))
@@ -222,14 +231,14 @@ class Workbench:
 
     def describe(self, case: Case, n_params: int) -> dict[str, Any]:
         """What the case is: the keys that say which configuration produced the numbers."""
-        weights_dtype = optimizations.weights_dtype(case.recipe, case.phase)
+        weights_dtype = optimizations.weights_dtype(case.optimization, case.phase)
         return {
             "phase": case.phase,
             "model": self.settings.model,
             "weights": self.settings.weights,
-            "optimization": case.recipe.id,
-            "attn_implementation": case.recipe.attn_implementation,
-            "dtype": case.recipe.dtype,
+            "optimization": case.optimization.id,
+            "attn_implementation": case.optimization.attn_implementation,
+            "dtype": case.optimization.dtype,
             "weights_dtype": str(weights_dtype).split(".")[-1],
             "device": self.settings.device,
             "device_name": device_name(self.settings.device),

@@ -110,10 +110,11 @@ class RunOptions:
         None, "Comma-separated sequence lengths.", type=cfg.parse_positive_ints,
         unset=per_device(DEFAULTS, "seq_lens"),
     )  # fmt: skip
-    recipes: tuple[cfg.Recipe, ...] | None = option(
+    optimizations: tuple[cfg.Optimization, ...] | None = option(
         None,
-        "Comma-separated recipes (eager, sdpa, sdpa-bf16, flash2, int8, sdpa-compile, ...).",
-        type=cfg.parse_recipes, name="optimizations", unset=per_device(DEFAULTS, "optimizations"),
+        "Comma-separated optimizations (eager, sdpa, sdpa-bf16, flash2, int8, sdpa-compile, ...).",
+        type=cfg.parse_optimizations, name="optimizations",
+        unset=per_device(DEFAULTS, "optimizations"),
     )  # fmt: skip
     rounds: int | None = option(
         None, "Measured rounds per case (alias: --benchmark-min-rounds).",

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpt2_fixtures.results import numbers
 from gpt2_fixtures.results.metrics import COUNTERS, METRICS
 
 # The first line of the comment: the workflow finds its own earlier comment by it and edits it.
@@ -106,17 +107,6 @@ def _plain(value: Any, limit: int = MAX_TEXT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _number(value: Any) -> float | None:
-    """A finite float, or None; an int too large for a float (10**400) is None, not an error."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _row(raw: Any) -> Row | None:
     if not isinstance(raw, Mapping):
         return None
@@ -124,11 +114,11 @@ def _row(raw: Any) -> Row | None:
         benchmark=_plain(raw.get("benchmark", "?")),
         metric=_plain(raw.get("metric", "?"), 40),
         unit=_plain(raw.get("unit", ""), 12),
-        baseline=_number(raw.get("baseline")),
-        current=_number(raw.get("current")),
-        change=_number(raw.get("change")),
-        low=_number(raw.get("change_low")),
-        high=_number(raw.get("change_high")),
+        baseline=numbers.finite(raw.get("baseline")),
+        current=numbers.finite(raw.get("current")),
+        change=numbers.finite(raw.get("change")),
+        low=numbers.finite(raw.get("change_low")),
+        high=numbers.finite(raw.get("change_high")),
         threshold=_plain(raw.get("threshold", ""), 40),
         verdict=_plain(raw.get("verdict", "?"), 40),
         note=_plain(raw.get("note", "")),
@@ -195,7 +185,7 @@ def not_judged(table: Sequence[Row]) -> int:
 
 
 def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{x * 100:+.1f}%"
+    return numbers.signed_percent(x, missing="–")
 
 
 def _interval(r: Row) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from gpt2_fixtures.results import numbers
 from gpt2_fixtures.results.metrics import EXTRA_METRICS, OPS_BY_NAME, ROUND_LIST_KEYS
 
 # the top-level section of a calibrated baseline: its between-process spreads
@@ -86,19 +87,10 @@ def validate_result(doc: Any, label: str) -> None:
         seen.add(bench["fullname"])
 
 
-def _is_number(x: Any) -> bool:
-    if not isinstance(x, int | float) or isinstance(x, bool):
-        return False
-    try:  # an integer beyond a float's range overflows here
-        return math.isfinite(x)
-    except OverflowError:
-        return False
-
-
 def _number_problem(key: str, value: Any, positive: bool, optional: bool = False) -> str:
     if value is None and optional:
         return ""
-    if not _is_number(value):
+    if not numbers.is_finite(value):
         return f"{key} is {json.dumps(value) if _jsonable(value) else type(value).__name__}"
     if positive and not value > 0:
         return f"{key} is {value!r}, expected > 0"
@@ -166,19 +158,16 @@ def _calibration_problem(section: Any) -> str:
     if not isinstance(benchmarks, dict):
         return "benchmarks is not an object"
     for fullname, spreads in benchmarks.items():
-        if not isinstance(spreads, dict):
-            return f"benchmark {fullname}: spreads are not an object"
-        for key, value in spreads.items():
-            problem = _number_problem(f"benchmark {fullname}: {key}", value, positive=False)
-            if problem:
-                return problem
+        problem = _counts_problem(f"benchmark {fullname}: spreads", spreads)
+        if problem:
+            return problem
     return ""
 
 
 def _extra_problem(info: Mapping[str, Any], stats: Mapping[str, Any]) -> str:
     for key in ("batch_size", "seq_len"):  # rates are computed from them
         value = info.get(key)
-        if value is not None and not (_is_number(value) and value > 0):
+        if value is not None and not (numbers.is_finite(value) and value > 0):
             return _number_problem(f"extra_info.{key}", value, positive=True) or (
                 f"extra_info.{key} is {value!r}, expected > 0"
             )
@@ -188,7 +177,7 @@ def _extra_problem(info: Mapping[str, Any], stats: Mapping[str, Any]) -> str:
         positive = metric.test not in ("effect", "counter")
         value = info.get(metric.key)
         problem = _number_problem(f"extra_info.{metric.key}", value, positive, optional=True)
-        if problem and not (metric.key == "footprint_memory_mb" and _is_number(value)):
+        if problem and not (metric.key == "footprint_memory_mb" and numbers.is_finite(value)):
             return problem
         problem = _number_problem(
             f"extra_info.{metric.std_key}", info.get(metric.std_key), False, optional=True
@@ -219,12 +208,15 @@ def _extra_problem(info: Mapping[str, Any], stats: Mapping[str, Any]) -> str:
 
 def _ops_problem(ops: Any) -> str:
     """``extra_info.ops_by_name``, where recorded: operator name -> a count >= 0."""
-    if ops is None:
-        return ""
-    if not isinstance(ops, dict):
-        return f"extra_info.{OPS_BY_NAME} is not an object"
-    for name, count in ops.items():
-        problem = _number_problem(f"extra_info.{OPS_BY_NAME}[{name!r}]", count, positive=False)
+    return "" if ops is None else _counts_problem(f"extra_info.{OPS_BY_NAME}", ops)
+
+
+def _counts_problem(label: str, values: Any) -> str:
+    """An object of numbers >= 0: a benchmark's calibrated spreads, a count per operator."""
+    if not isinstance(values, dict):
+        return f"{label} is not an object"
+    for key, value in values.items():
+        problem = _number_problem(f"{label}[{key!r}]", value, positive=False)
         if problem:
             return problem
     return ""

@@ -83,7 +83,7 @@ EXTRA_METRICS: tuple[Metric, ...] = (
             ("allocs_per_step", "allocs"),
             ("kernel_launches_per_step", "launches"),  # CUDA only
             ("dtoh_copies_per_step", "copies"),  # CUDA only
-            # torch.compile recipes: from the first call to the first timed round, then in rounds
+            # torch.compile: from the first call to the first timed round, then in rounds
             ("compile_graphs", "graphs"),
             ("compile_graph_breaks", "breaks"),
             ("compile_recompiles", "recompiles"),

@@ -32,7 +32,7 @@ DEFAULT_PROJECT = "gpt2-bench"
 INIT_TIMEOUT_S = 20.0
 _LOCAL_MODES = ("offline", "dryrun", "disabled")
 
-SPEEDUP = f"speedup_vs_{report_cases.REFERENCE_RECIPE}"
+SPEEDUP = f"speedup_vs_{report_cases.REFERENCE_OPTIMIZATION}"
 # Judged metrics come from the one registry (results/metrics.py): a new row there is a new column.
 METRIC_COLUMNS: tuple[str, ...] = tuple(m.key for m in EXTRA_METRICS)
 # Table columns: raw numbers, not text; the speedup with its 95% interval.

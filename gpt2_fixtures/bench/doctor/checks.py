@@ -141,9 +141,9 @@ def bf16(t: TorchFacts, cpu_flags: Sequence[str] = ()) -> Check:
         how = "native (" + ", ".join(sorted(native)) + ")" if native else "emulated (slow)"
         return Check("bf16", OK, f"CPU bf16 is {how}; the CPU grid runs fp32 and int8")
     if t.bf16:
-        return Check("bf16", OK, "supported: the -bf16 recipes run")
-    fix = "use the -fp16 recipes on this GPU (bf16 needs compute capability 8.0 or newer)"
-    return Check("bf16", WARN, "not supported: -bf16 recipes are skipped", fix)
+        return Check("bf16", OK, "supported: the -bf16 optimizations run")
+    fix = "use the -fp16 optimizations on this GPU (bf16 needs compute capability 8.0 or newer)"
+    return Check("bf16", WARN, "not supported: -bf16 optimizations are skipped", fix)
 
 
 def tf32(t: TorchFacts) -> Check:
@@ -153,7 +153,7 @@ def tf32(t: TorchFacts) -> Check:
     if t.tf32_matmul:
         fix = "fp32 results then time TF32 kernels: a baseline made with TF32 off is not comparable"
         return Check("TF32", WARN, found, fix)
-    return Check("TF32", OK, found + " (fp32 recipes time true fp32)")
+    return Check("TF32", OK, found + " (fp32 optimizations time true fp32)")
 
 
 def mig(g: GpuFacts | None) -> Check:
@@ -165,11 +165,11 @@ def mig(g: GpuFacts | None) -> Check:
     return Check("MIG", OK, f"MIG mode {g.mig.lower()}")
 
 
-# --- recipes --------------------------------------------------------------------------------------
+# --- optimizations --------------------------------------------------------------------------------
 
 
 def package(name: str, t: TorchFacts, why: str, install: str) -> Check:
-    """An optional package that some recipes need: installed and importable here?"""
+    """An optional package that some optimizations need: installed and importable here?"""
     state = t.packages.get(name, "not installed")
     if state is None:
         return Check(name, OK, f"importable: {why} can run")
@@ -187,9 +187,9 @@ def compiler(t: TorchFacts, cxx: str | None, python_headers: bool) -> Check:
     """torch.compile needs triton on CUDA, a C++ compiler and Python's headers on CPU."""
     if t.device != "cpu":
         if t.packages.get("triton", "not installed") is None:
-            return Check("torch.compile", OK, "triton importable: -compile recipes can run")
+            return Check("torch.compile", OK, "triton importable: -compile optimizations can run")
         fix = "triton ships with torch's CUDA wheels: reinstall torch from PyPI"
-        return Check("torch.compile", WARN, "no triton: -compile recipes are skipped", fix)
+        return Check("torch.compile", WARN, "no triton: -compile optimizations are skipped", fix)
     if cxx and python_headers:
         return Check("torch.compile", OK, f"C++ compiler {cxx} and Python headers found")
     missing = [
@@ -197,20 +197,22 @@ def compiler(t: TorchFacts, cxx: str | None, python_headers: bool) -> Check:
     ]
     fix = "apt-get install g++ python3-dev (or set CXX)"
     return Check(
-        "torch.compile", WARN, f"no {' and no '.join(missing)}: -compile recipes fail", fix
+        "torch.compile", WARN, f"no {' and no '.join(missing)}: -compile optimizations fail", fix
     )
 
 
-def recipes(reasons: Mapping[str, str | None]) -> Check:
-    """Which recipes this machine can run (reason None) and why the others cannot."""
+def optimizations(reasons: Mapping[str, str | None]) -> Check:
+    """Which optimizations this machine can run (reason None) and why the others cannot."""
     runnable = [r for r, why in reasons.items() if why is None]
     skipped = {r: why for r, why in reasons.items() if why is not None}
     found = "runnable: " + (", ".join(runnable) or "none")
     if skipped:
         found += "; skipped: " + "; ".join(f"{r} ({why})" for r, why in skipped.items())
     if not runnable:
-        return Check("recipes", FAIL, found, "fix the checks above; no recipe can run here")
-    return Check("recipes", OK, found)
+        return Check(
+            "optimizations", FAIL, found, "fix the checks above; no optimization can run here"
+        )
+    return Check("optimizations", OK, found)
 
 
 # --- the GPU's state ---------------------------------------------------------------------------

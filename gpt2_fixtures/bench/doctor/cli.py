@@ -1,8 +1,8 @@
 """`gpt2-bench doctor`: is this machine fit to benchmark on, and can its verdicts be trusted?
 
 One table of checks, each ok, warn or fail with a one-line fix: torch's build and CUDA against
-the driver, the device, which recipes can run and why not, the GPU's and the CPU's state, and a
-noise probe of the real step. Exit 0 when nothing fails, 1 when a check fails, 2 on bad
+the driver, the device, which optimizations can run and why not, the GPU's and the CPU's state,
+and a noise probe of the real step. Exit 0 when nothing fails, 1 when a check fails, 2 on bad
 arguments. The rules are in checks.py (pure), the facts in facts.py, the probe in noise.py;
 docs/ci.md says how to read the table.
 """
@@ -17,27 +17,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gpt2_fixtures.bench import cpuinfo
 from gpt2_fixtures.bench.doctor import checks, facts
 from gpt2_fixtures.bench.doctor.checks import Check
+from gpt2_fixtures.config import parse_device
 
 PACKAGES = (
     (
         "flash_attn",
-        "the flash2 recipes",
+        "the flash2 optimizations",
         "pip install flash-attn --no-build-isolation (docs/ci.md)",
     ),
     ("torchao", "int8 on CUDA", "pip install torchao"),
 )
 MARK = {"ok": "ok", "warn": "WARN", "fail": "FAIL"}
 ICON = {"ok": "✅ ok", "warn": "⚠️ warn", "fail": "❌ fail"}
-
-
-def parse_device(text: str) -> str:
-    if text in ("auto", "cpu", "cuda") or (
-        text.startswith("cuda:") and text.removeprefix("cuda:").isdigit()
-    ):
-        return text
-    raise argparse.ArgumentTypeError(f"device {text!r}: expected auto, cpu, cuda or cuda:N")
 
 
 def gather_checks(requested: str) -> tuple[list[Check], dict[str, Any]]:
@@ -61,10 +55,10 @@ def gather_checks(requested: str) -> tuple[list[Check], dict[str, Any]]:
         )
     else:
         rows.append(checks.device(t, requested))
-        rows += [checks.bf16(t, facts.cpu_flags()), checks.tf32(t), checks.mig(g)]
+        rows += [checks.bf16(t, cpuinfo.flags()), checks.tf32(t), checks.mig(g)]
         rows += [checks.package(name, t, why, fix) for name, why, fix in PACKAGES]
         rows.append(checks.compiler(t, facts.cpp_compiler(), facts.python_headers()))
-        rows.append(_recipes(device))
+        rows.append(_optimizations(device))
     if wants_cuda:
         rows += [
             checks.gpu_processes(g),
@@ -77,14 +71,14 @@ def gather_checks(requested: str) -> tuple[list[Check], dict[str, Any]]:
     return rows, {"device": device, "torch": _plain(t), "gpu": _plain(g), "cpu": _plain(c)}
 
 
-def _recipes(device: str) -> Check:
+def _optimizations(device: str) -> Check:
     """The suite's own skip decisions; a bench module that moved is a warning, not a crash."""
     try:
-        reasons = facts.recipe_reasons(device, facts.default_recipes(device))
+        reasons = facts.optimization_reasons(device, facts.default_optimizations(device))
     except (ImportError, AttributeError, KeyError, TypeError) as err:
-        found = f"could not ask the suite which recipes run ({type(err).__name__}: {err})"
-        return Check("recipes", "warn", found, "report this: doctor and bench disagree")
-    return checks.recipes(reasons)
+        found = f"could not ask the suite which optimizations run ({type(err).__name__}: {err})"
+        return Check("optimizations", "warn", found, "report this: doctor and bench disagree")
+    return checks.optimizations(reasons)
 
 
 def _malloc_mode() -> str:

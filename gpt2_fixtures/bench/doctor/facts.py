@@ -16,6 +16,7 @@ import sysconfig
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from gpt2_fixtures.bench import cpuinfo
 from gpt2_fixtures.bench.doctor.checks import CpuFacts, GpuFacts, TorchFacts
 
 # nvidia-smi --query-gpu fields, in the order they are parsed
@@ -180,7 +181,7 @@ def torch_facts(device: str) -> TorchFacts:
         cuda_available=torch.cuda.is_available(),
         device_count=torch.cuda.device_count() if torch.cuda.is_available() else 0,
         device=device,
-        device_name=torch.cuda.get_device_name(index) if usable else cpu_model(),
+        device_name=torch.cuda.get_device_name(index) if usable else cpuinfo.model(),
         capability=tuple(torch.cuda.get_device_capability(index)) if usable else None,  # type: ignore[arg-type]
         bf16=bool(torch.cuda.is_bf16_supported()) if usable else None,
         tf32_matmul=bool(torch.backends.cuda.matmul.allow_tf32) if usable else None,
@@ -202,22 +203,24 @@ def device_uuid(device: str) -> str | None:
         return None
 
 
-def recipe_reasons(device: str, recipe_ids: Sequence[str]) -> dict[str, str | None]:
-    """The suite's own skip decision for each recipe on this device (None: it runs)."""
+def optimization_reasons(device: str, optimization_ids: Sequence[str]) -> dict[str, str | None]:
+    """The suite's own skip decision for each optimization on this device (None: it runs)."""
     from gpt2_fixtures.bench import optimizations
-    from gpt2_fixtures.config import parse_recipe
+    from gpt2_fixtures.config import parse_optimization
 
     reasons: dict[str, str | None] = {}
-    for recipe_id in recipe_ids:
-        recipe = parse_recipe(recipe_id)
-        phase = "infer" if recipe.int8 else "train"
-        reason = optimizations.skip_reason(recipe, device, phase)
-        reasons[recipe.id] = None if reason is None else reason.removeprefix(f"{recipe.id}: ")
+    for optimization_id in optimization_ids:
+        optimization = parse_optimization(optimization_id)
+        phase = "infer" if optimization.int8 else "train"
+        reason = optimizations.skip_reason(optimization, device, phase)
+        reasons[optimization.id] = (
+            None if reason is None else reason.removeprefix(f"{optimization.id}: ")
+        )
     return reasons
 
 
-def default_recipes(device: str) -> list[str]:
-    """The device's default grid, plus the compile recipe on CPU (it is opt-in there)."""
+def default_optimizations(device: str) -> list[str]:
+    """The device's default grid, plus the compile optimization on CPU (it is opt-in there)."""
     from gpt2_fixtures.bench.settings import DEFAULTS
 
     ids = str(DEFAULTS["cuda" if device.startswith("cuda") else "cpu"]["optimizations"]).split(",")
@@ -225,20 +228,6 @@ def default_recipes(device: str) -> list[str]:
 
 
 # --- the CPU and the process's environment -------------------------------------------------------
-
-
-def cpu_model() -> str:
-    for line in _read("/proc/cpuinfo").splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "CPU"
-
-
-def cpu_flags() -> tuple[str, ...]:
-    for line in _read("/proc/cpuinfo").splitlines():
-        if line.startswith("flags"):
-            return tuple(line.split(":", 1)[1].split())
-    return ()
 
 
 def _read(path: str) -> str:

@@ -48,14 +48,14 @@ class ProbeCase:
 def cases_for(device: str, bf16: bool | None) -> tuple[dict[str, str], list[str]]:
     """Grid options and the two case names (small inference, large training) for ``device``."""
     if device.startswith("cuda"):
-        recipe = "sdpa-bf16" if bf16 else "sdpa-fp16"
+        optimization = "sdpa-bf16" if bf16 else "sdpa-fp16"
         grid = {
             "model": "gpt2",
-            "optimizations": recipe,
+            "optimizations": optimization,
             "batch-sizes": "1,8",
             "seq-lens": "128,512",
         }
-        return grid, [f"test_infer[{recipe}-b1-s128]", f"test_train[{recipe}-b8-s512]"]
+        return grid, [f"test_infer[{optimization}-b1-s128]", f"test_train[{optimization}-b8-s512]"]
     # about 14 ms and 210 ms a round on a quiet 2-core machine (baselines/cpu-tiny.json)
     grid = {"model": "tiny", "optimizations": "sdpa-fp32", "batch-sizes": "1", "seq-lens": "64,256"}
     return grid, ["test_infer[sdpa-fp32-b1-s64]", "test_train[sdpa-fp32-b1-s256]"]

@@ -45,8 +45,6 @@ from gpt2_fixtures.results.gate.stats import (
     one_sided_rounds_p,
 )
 from gpt2_fixtures.results.gate.verdicts import (
-    CONTROL_TOLERANCES,
-    DEFAULT_THRESHOLDS,
     DRIFT,
     IMPROVED,
     INCONCLUSIVE,
@@ -56,8 +54,6 @@ from gpt2_fixtures.results.gate.verdicts import (
     NOT_SELECTED,
     PASS,
     REGRESSION,
-    SPREAD_K,
-    TIME_REL,
     GateResult,
     GateSettings,
     Row,
@@ -68,8 +64,6 @@ from gpt2_fixtures.results.gate.verdicts import (
 from gpt2_fixtures.results.metrics import EXTRA_METRICS, METRICS, Metric
 
 __all__ = [
-    "CONTROL_TOLERANCES",
-    "DEFAULT_THRESHOLDS",
     "DEVICE_MISMATCH_OPTION",
     "DRIFT",
     "EXTRA_METRICS",
@@ -83,8 +77,6 @@ __all__ = [
     "NOT_SELECTED",
     "PASS",
     "REGRESSION",
-    "SPREAD_K",
-    "TIME_REL",
     "Evidence",
     "GateResult",
     "GateSettings",

@@ -73,8 +73,9 @@ def gate_options() -> list[tuple[str, dict[str, Any]]]:
             {
                 "type": config.parse_open_fraction,
                 "default": settings.alpha,
-                "help": "significance level of the whole comparison, per metric (Holm's "
-                "step-down over its benchmarks). Default: %(default)r",
+                "help": "significance level of the whole comparison (one-sided in the "
+                "regression direction, Holm's step-down over every judged test). "
+                "Default: %(default)r",
             },
         ),
         (

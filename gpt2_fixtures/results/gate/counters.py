@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from gpt2_fixtures.results import numbers
 from gpt2_fixtures.results.gate.verdicts import (
     IMPROVED,
     NA,
@@ -45,7 +46,11 @@ def counter_rows(
         note = "exact counters not recorded in the baseline: record it again to judge them"
         return [_lonely(name, "counters", NEW, note)]
     unusable = _not_comparable(settings)
-    return [_counter_row(name, fullname, m, base, cur, settings, unusable) for m in recorded]
+    lookup = settings.thresholds.lookup
+    return [
+        _counter_row(name, m, (base, cur), lookup(name, fullname, m.key), unusable)
+        for m in recorded
+    ]
 
 
 def _not_comparable(settings: GateSettings) -> str:
@@ -63,21 +68,16 @@ def _lonely(name: str, metric: str, verdict: str, note: str, unit: str = "") -> 
 
 
 def _counter_row(
-    name: str,
-    fullname: str,
-    metric: Metric,
-    base: Mapping[str, Any],
-    cur: Mapping[str, Any],
-    settings: GateSettings,
-    unusable: str,
+    name: str, metric: Metric, sides: tuple[Mapping[str, Any], ...], thr: Threshold, unusable: str
 ) -> Row:
+    base, cur = sides
     b, c = base.get(metric.key), cur.get(metric.key)
-    thr = settings.thresholds.lookup(name, fullname, metric.key)
     if b is None or c is None:
         side = "baseline" if b is None else "current run"
         verdict = NEW if b is None else NA
-        return Row(name, metric.key, metric.unit, _num(b), _num(c), None, None, None, None,
-                   str(thr), verdict, f"not recorded in the {side}")  # fmt: skip
+        b, c = numbers.finite(b), numbers.finite(c)
+        return Row(name, metric.key, metric.unit, b, c, None, None, None, None, str(thr), verdict,
+                   f"not recorded in the {side}")  # fmt: skip
     b, c = float(b), float(c)
     change = (c - b) / b if b else (math.inf if c > b else 0.0)
     verdict, note = _judge(metric, b, c, change, thr)
@@ -88,10 +88,6 @@ def _counter_row(
         note = "; ".join(filter(None, (note, what)))
     return Row(name, metric.key, metric.unit, b, c, change, None, None, None, str(thr), verdict,
                note)  # fmt: skip
-
-
-def _num(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 def _judge(metric: Metric, b: float, c: float, change: float, thr: Threshold) -> tuple[str, str]:

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from gpt2_fixtures.results import files
+from gpt2_fixtures.results import files, numbers
 from gpt2_fixtures.results.gate.verdicts import (
     CONTROL_TOLERANCES,
     MISSING,
@@ -29,17 +29,13 @@ def _fmt_value(x: float | None, unit: str) -> str:
     return f"{text} {unit}".strip()
 
 
-def _fmt_change(x: float | None) -> str:
-    if x is None:
-        return "-"
-    return f"{x * 100:+.1f}%" if math.isfinite(x) else ("+inf" if x > 0 else "-inf")
-
-
 def _fmt_change_ci(r: Row) -> str:
-    text = _fmt_change(r.change)
+    text = numbers.signed_percent(r.change)
     if r.change_low is None or r.change_high is None:
         return text
-    return f"{text} [{_fmt_change(r.change_low)}, {_fmt_change(r.change_high)}]"
+    return (
+        f"{text} [{numbers.signed_percent(r.change_low)}, {numbers.signed_percent(r.change_high)}]"
+    )
 
 
 def _fmt_p(p: float | None) -> str:

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Literal, TypeVar
 
+import numpy as np
+from numpy.typing import NDArray
+
 from gpt2_fixtures.results.gate.verdicts import IMPROVED, INCONCLUSIVE, PASS, REGRESSION, Threshold
 from gpt2_fixtures.results.metrics import Metric
 
@@ -80,16 +83,20 @@ def one_sided_mean_p(
     return None if math.isnan(p) else p
 
 
-def _log_shifts(current: Sequence[float], base: Sequence[float]) -> list[float]:
-    lb = [math.log(x) for x in base]
-    return sorted(math.log(c) - b for c in current for b in lb)
+def _log_shifts(current: Sequence[float], base: Sequence[float]) -> NDArray[np.float64]:
+    """Every pairwise difference of log values, sorted: n1 x n2 of them, which a history's
+    pooled segments (hundreds of rounds a side) make too many for a Python loop."""
+    lc, lb = np.log(np.asarray(current, dtype=float)), np.log(np.asarray(base, dtype=float))
+    return np.sort(np.subtract.outer(lc, lb), axis=None)
 
 
 def rounds_change(current: Sequence[float], base: Sequence[float]) -> float:
     """The relative change that goes with the test and its interval: the Hodges-Lehmann shift
     of log values (the median of all pairwise differences), turned back into a fraction. Unlike
     the ratio of medians it always lies inside rounds_change_ci."""
-    return math.expm1(statistics.median(_log_shifts(current, base)))
+    diffs = _log_shifts(current, base)
+    middle = len(diffs) // 2  # sorted: the median is the middle one, or the mean of the two
+    return math.expm1((float(diffs[middle]) + float(diffs[(len(diffs) - 1) // 2])) / 2)
 
 
 def rounds_change_ci(
@@ -106,7 +113,7 @@ def rounds_change_ci(
     k = max(0, math.floor(n1 * n2 / 2 - half))
     if k >= len(diffs) // 2:
         return None, None
-    return math.expm1(diffs[k]), math.expm1(diffs[-k - 1])
+    return math.expm1(float(diffs[k])), math.expm1(float(diffs[-k - 1]))
 
 
 def mean_change_ci(

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from gpt2_fixtures.results import gate
+from gpt2_fixtures.results import gate, numbers
 from gpt2_fixtures.results.history import detect
 from gpt2_fixtures.results.history.analysis import History
 from gpt2_fixtures.results.metrics import METRICS, TIME, TIME_RATIO
@@ -32,23 +32,17 @@ COLUMNS = (
 )
 
 
-def _pct(x: float | None) -> str:
-    if x is None:
-        return "-"
-    return f"{x * 100:+.1f}%" if math.isfinite(x) else ("+inf" if x > 0 else "-inf")
-
-
 def _value(x: float | None, unit: str) -> str:
     return "-" if x is None else f"{x:.4g} {unit}".strip()
 
 
 def change_text(c: detect.ChangePoint) -> str:
     interval = (
-        f" [{_pct(c.change_low)}, {_pct(c.change_high)}]"
+        f" [{numbers.signed_percent(c.change_low)}, {numbers.signed_percent(c.change_high)}]"
         if c.change_low is not None and c.change_high is not None
         else ""
     )
-    return _pct(c.change) + interval
+    return numbers.signed_percent(c.change) + interval
 
 
 def _direction(c: detect.ChangePoint) -> str:
@@ -267,7 +261,7 @@ def _mark(ax: Any, c: detect.ChangePoint, x_of: dict[str, int], own: bool) -> No
     x = x_of[c.first_bad_label] - 0.5
     ax.axvline(x, color=colour, linestyle="--", linewidth=1, alpha=0.8 if own else 0.35)
     if own:
-        text = f"{c.first_bad_label}\n{_pct(c.change)}" + (
+        text = f"{c.first_bad_label}\n{numbers.signed_percent(c.change)}" + (
             " gradual" if c.kind == "gradual" else ""
         )
         ax.annotate(text, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -3),

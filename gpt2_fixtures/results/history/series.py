@@ -108,8 +108,7 @@ def device_key(doc: Mapping[str, Any]) -> tuple[Any, ...]:
 
 def device_label(key: tuple[Any, ...]) -> str:
     facts = dict(zip(DEVICE_KEYS, key, strict=True))
-    name = facts["device_name"] or facts["cpu_model"] or "unknown device"
-    label = f"{facts['device'] or '?'} {name}"
+    label = fingerprint.device_label(facts)
     if facts["device"] == "cpu" and facts["cpu_threads"]:
         threads = facts["cpu_threads"]
         return f"{label} ({threads} thread{'s' if threads != 1 else ''})"

@@ -16,7 +16,7 @@ from typing import Any
 from gpt2_fixtures.config import PHASE_TABLE, PHASES
 from gpt2_fixtures.results.gate.stats import Z_95, mean_change_ci, rounds_change, rounds_change_ci
 
-REFERENCE_RECIPE = "eager-fp32"
+REFERENCE_OPTIMIZATION = "eager-fp32"
 
 # Benchmark function name -> phase, for result files whose extra_info lacks "phase".
 _PHASE_BY_FUNCTION = {p.benchmark: p.name for p in PHASE_TABLE}
@@ -44,7 +44,7 @@ class CaseResult:
     stddev_s: float
     rounds: int
     extra: Mapping[str, Any] = field(default_factory=dict)
-    # What else the id names besides recipe and shape, e.g. "n32" (generate: 32 new tokens) or
+    # What else the id names besides optimization and shape, e.g. "n32" (generate: 32 new tokens) or
     # "ddp w2" (distributed: strategy and world size). Part of the shape key.
     variant: str = ""
     mean_s: float | None = None
@@ -66,12 +66,12 @@ class CaseResult:
 
     @property
     def shape_key(self) -> tuple[Any, ...]:
-        """Cases that share this key differ only in the optimization recipe."""
+        """Cases that share this key differ only in the optimization."""
         return (self.phase, self.model, self.device, self.batch_size, self.seq_len, self.variant)
 
     @property
     def series(self) -> str:
-        """A line, bar colour or heatmap panel in the plots: the recipe, and the variant if any."""
+        """A line, bar colour or heatmap panel in the plots: the optimization and its variant."""
         return f"{self.optimization} {self.variant}" if self.variant else self.optimization
 
 
@@ -124,7 +124,7 @@ def case_from_benchmark(bench: Mapping[str, Any]) -> CaseResult:
 
 
 def _variant(parsed: re.Match[str] | None, optimization: str) -> str:
-    """The id's words before the recipe (a strategy) and after the shape (``n32``, ``w2``)."""
+    """The id's words before the optimization (a strategy) and after the shape (``n32``, ``w2``)."""
     if parsed is None:
         return ""
     head = parsed.group("opt")
@@ -230,15 +230,15 @@ def metric_ratio(new: CaseResult, old: CaseResult, key: str, std_key: str) -> Ra
 
 
 def reference_cases(
-    cases: Sequence[CaseResult], reference: str = REFERENCE_RECIPE
+    cases: Sequence[CaseResult], reference: str = REFERENCE_OPTIMIZATION
 ) -> dict[tuple[Any, ...], CaseResult]:
     return {c.shape_key: c for c in cases if c.optimization == reference}
 
 
 def speedup_ratios(
-    cases: Sequence[CaseResult], reference: str = REFERENCE_RECIPE
+    cases: Sequence[CaseResult], reference: str = REFERENCE_OPTIMIZATION
 ) -> dict[str, Ratio | None]:
-    """Speedup (with interval) of every case against the reference recipe of the same shape."""
+    """Speedup (with interval) of every case against the reference optimization, same shape."""
     refs = reference_cases(cases, reference)
     out: dict[str, Ratio | None] = {}
     for c in cases:
@@ -248,9 +248,9 @@ def speedup_ratios(
 
 
 def speedups(
-    cases: Sequence[CaseResult], reference: str = REFERENCE_RECIPE
+    cases: Sequence[CaseResult], reference: str = REFERENCE_OPTIMIZATION
 ) -> dict[str, float | None]:
-    """Speedup of every case against the reference recipe of the same phase, model and shape."""
+    """Speedup of every case against the reference optimization: same phase, model, shape."""
     return {k: r.value if r else None for k, r in speedup_ratios(cases, reference).items()}
 
 

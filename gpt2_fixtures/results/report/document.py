@@ -13,7 +13,7 @@ from typing import Any
 from gpt2_fixtures.config import Phase
 from gpt2_fixtures.results import files
 from gpt2_fixtures.results.report.cases import (
-    REFERENCE_RECIPE,
+    REFERENCE_OPTIMIZATION,
     CaseResult,
     cases_from_benchmarks,
     phases_in,
@@ -52,14 +52,15 @@ def write_plots(cases: Sequence[CaseResult], out_dir: Path) -> dict[str, list[Pl
             (
                 plot_speedup_heatmap(phase, in_phase, out_dir / f"speedup_{phase}.png"),
                 "Speedup",
-                f"Median step time of {REFERENCE_RECIPE} divided by that of each recipe, per "
-                "batch size and length, with its 95% interval: green is faster, red slower, "
-                f"grey ({NOT_SIGNIFICANT}) not significantly different.",
+                f"Median step time of {REFERENCE_OPTIMIZATION} divided by that of each "
+                "optimization, per batch size and length, with its 95% interval: green is faster, "
+                f"red slower, grey ({NOT_SIGNIFICANT}) not significantly different.",
             ),
             (
                 plot_memory(phase, in_phase, out_dir / f"memory_{phase}.png"),
                 "Peak memory",
-                f"Process peak memory against batch size ({MEMORY_NOTE}), one line per recipe.",
+                f"Process peak memory against batch size ({MEMORY_NOTE}), "
+                "one line per optimization.",
             ),
             (
                 plot_memory(
@@ -156,8 +157,8 @@ def render_report(
         "Times are the median over the timed rounds ± their standard deviation; throughput is "
         "the batch's samples (or tokens) divided by the median time (files before 0.3.0: the "
         "mean of per-round rates); speedup is the median time "
-        f"of {REFERENCE_RECIPE} divided by the recipe's, for the same phase, model, batch size "
-        "and length, with a 95% interval from the per-round times. Memory is "
+        f"of {REFERENCE_OPTIMIZATION} divided by the optimization's, for the same phase, model, "
+        "batch size and length, with a 95% interval from the per-round times. Memory is "
         f"{MEMORY_NOTE}.",
         "",
     ]
@@ -216,11 +217,11 @@ def summary_statistics(cases: Sequence[CaseResult]) -> dict[str, float]:
         ups = [
             value
             for c in in_phase
-            if c.optimization != REFERENCE_RECIPE and (value := by_key[c.key]) is not None
+            if c.optimization != REFERENCE_OPTIMIZATION and (value := by_key[c.key]) is not None
         ]
         if ups:
-            out[f"{phase}/best_speedup_vs_{REFERENCE_RECIPE}"] = max(ups)
-            out[f"{phase}/median_speedup_vs_{REFERENCE_RECIPE}"] = statistics.median(ups)
+            out[f"{phase}/best_speedup_vs_{REFERENCE_OPTIMIZATION}"] = max(ups)
+            out[f"{phase}/median_speedup_vs_{REFERENCE_OPTIMIZATION}"] = statistics.median(ups)
     return out
 
 

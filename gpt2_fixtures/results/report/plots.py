@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from gpt2_fixtures.config import Phase
 from gpt2_fixtures.results.report.cases import (
-    REFERENCE_RECIPE,
+    REFERENCE_OPTIMIZATION,
     CaseResult,
     Ratio,
     speedup_ratios,
@@ -25,7 +25,7 @@ from gpt2_fixtures.results.report.cases import (
 from gpt2_fixtures.results.report.tables import (
     NOT_SIGNIFICANT,
     _has,
-    _recipe_order,
+    _optimization_order,
     fmt_number,
     where,
 )
@@ -80,8 +80,8 @@ def series_label(series: str) -> str:
 
 
 def _series(cases: Sequence[CaseResult]) -> list[str]:
-    """Plot series in table order: the reference recipe first."""
-    rank = _recipe_order(cases)
+    """Plot series in table order: the reference optimization first."""
+    rank = _optimization_order(cases)
     order = {c.series: (rank[c.optimization], c.variant) for c in cases}
     return sorted(order, key=order.__getitem__)
 
@@ -110,10 +110,12 @@ def _ratio_text(r: Ratio) -> str:
 
 
 def plot_speedup_heatmap(phase: str, cases: Sequence[CaseResult], path: Path) -> Path | None:
-    """Speedup against eager-fp32 over batch size x sequence length, one panel per recipe;
+    """Speedup against eager-fp32 over batch size x sequence length, one panel per optimization;
     a grid of a single shape becomes a bar chart (a 1x1 heatmap says nothing a bar does not)."""
     ups = speedup_ratios(cases)
-    shown = [c for c in cases if ups[c.key] is not None and c.optimization != REFERENCE_RECIPE]
+    shown = [
+        c for c in cases if ups[c.key] is not None and c.optimization != REFERENCE_OPTIMIZATION
+    ]
     if not shown:
         return None
     batches = _sorted_values(c.batch_size for c in cases)
@@ -135,15 +137,15 @@ def _heatmap(
     from matplotlib.cm import ScalarMappable
     from matplotlib.patches import Rectangle
 
-    recipes = [r for r in _series(cases) if _panel_has_data(r, cases, ups)]
+    optimizations = [r for r in _series(cases) if _panel_has_data(r, cases, ups)]
     norm = _speedup_norm([r for r in ups.values() if r is not None and r.significant])
-    fig = _new_figure(len(recipes), panel_size=(5.6, 3.8))
-    for ax, recipe in zip(fig.axes, recipes, strict=False):
+    fig = _new_figure(len(optimizations), panel_size=(5.6, 3.8))
+    for ax, optimization in zip(fig.axes, optimizations, strict=False):
         grid = np.full((len(batches), len(seqs)), np.nan)
         ax.imshow(grid, cmap="RdYlGn", norm=norm, origin="lower", aspect="auto")
         for c in cases:
             r = ups[c.key]
-            if c.series != recipe or r is None or not c.batch_size or not c.seq_len:
+            if c.series != optimization or r is None or not c.batch_size or not c.seq_len:
                 continue
             i, j = batches.index(c.batch_size), seqs.index(c.seq_len)
             colour = _cell_colour(r, norm)
@@ -162,10 +164,10 @@ def _heatmap(
         ax.set_yticks(range(len(batches)), [str(b) for b in batches])
         ax.set_xlabel(_length_label(phase))
         ax.set_ylabel("batch size (samples)")
-        ax.set_title(f"{series_label(recipe)} vs {REFERENCE_RECIPE}", fontsize=10)
+        ax.set_title(f"{series_label(optimization)} vs {REFERENCE_OPTIMIZATION}", fontsize=10)
     bar = fig.colorbar(
         ScalarMappable(norm=norm, cmap="RdYlGn"),
-        ax=fig.axes[: len(recipes)],
+        ax=fig.axes[: len(optimizations)],
         label=f"speedup (x, >1 is faster; grey: {NOT_SIGNIFICANT})",
     )
     extreme = float(norm.vmax or 1.25)
@@ -174,13 +176,17 @@ def _heatmap(
         ticks = [t for t in ticks if math.log2(t).is_integer()]
     bar.set_ticks(ticks, labels=[f"{t:.2f}".rstrip("0").rstrip(".") + "x" for t in ticks])
     bar.minorticks_off()
-    title = f"{phase}: speedup vs {REFERENCE_RECIPE} (median step time, 95% interval)"
+    title = f"{phase}: speedup vs {REFERENCE_OPTIMIZATION} (median step time, 95% interval)"
     return _save(fig, path, title, cases)
 
 
-def _panel_has_data(recipe: str, cases: Sequence[CaseResult], ups: dict[str, Ratio | None]) -> bool:
+def _panel_has_data(
+    optimization: str, cases: Sequence[CaseResult], ups: dict[str, Ratio | None]
+) -> bool:
     return any(
-        c.series == recipe and ups[c.key] is not None and c.optimization != REFERENCE_RECIPE
+        c.series == optimization
+        and ups[c.key] is not None
+        and c.optimization != REFERENCE_OPTIMIZATION
         for c in cases
     )
 
@@ -205,9 +211,11 @@ def _cell_colour(r: Ratio, norm: LogNorm) -> str | tuple[float, float, float, fl
 
 
 def plot_speedup_bars(phase: str, cases: Sequence[CaseResult], path: Path) -> Path | None:
-    """One bar per recipe (a grid of one shape): speedup, its interval as error bars."""
+    """One bar per optimization (a grid of one shape): speedup, its interval as error bars."""
     ups = speedup_ratios(cases)
-    shown = [c for c in cases if ups[c.key] is not None and c.optimization != REFERENCE_RECIPE]
+    shown = [
+        c for c in cases if ups[c.key] is not None and c.optimization != REFERENCE_OPTIMIZATION
+    ]
     if not shown:
         return None
     order = {s: i for i, s in enumerate(_series(cases))}
@@ -227,14 +235,14 @@ def plot_speedup_bars(phase: str, cases: Sequence[CaseResult], path: Path) -> Pa
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(shown)), [series_label(c.series) for c in shown], fontsize=9)
     c0 = shown[0]
-    ax.set_xlabel(f"recipe (batch {c0.batch_size}, {_length_label(phase)[:-9]} {c0.seq_len})")
-    ax.set_ylabel(f"speedup vs {REFERENCE_RECIPE} (x, >1 is faster)")
+    ax.set_xlabel(f"optimization (batch {c0.batch_size}, {_length_label(phase)[:-9]} {c0.seq_len})")
+    ax.set_ylabel(f"speedup vs {REFERENCE_OPTIMIZATION} (x, >1 is faster)")
     ax.set_title(
         f"green faster, red slower, grey {NOT_SIGNIFICANT}; bars: 95% interval", fontsize=9
     )
     ax.grid(True, axis="y", alpha=0.3)
     ax.margins(y=0.25)
-    title = f"{phase}: speedup vs {REFERENCE_RECIPE} (median step time)"
+    title = f"{phase}: speedup vs {REFERENCE_OPTIMIZATION} (median step time)"
     return _save(fig, path, title, cases)
 
 
@@ -271,20 +279,20 @@ def _line_panels(
     ax_labels: tuple[str, str],
     panel_label: str,
 ) -> Figure | None:
-    """One panel per value of ``panel_attr``, one line per recipe: ``metric`` against ``x_attr``."""
+    """A panel per value of ``panel_attr``, a line per optimization: ``metric`` by ``x_attr``."""
     panels = _sorted_values(getattr(c, panel_attr) for c in cases)
     if not panels or not _has(cases, metric):
         return None
     fig = _new_figure(len(panels))
     series = _series(cases)
-    # A grid of one x value: recipes side by side (dodged), not drawn on top of each other.
+    # A grid of one x value: optimizations side by side (dodged), not drawn on top of each other.
     single = len(_sorted_values(getattr(c, x_attr) for c in cases)) == 1
     for ax, panel in zip(fig.axes, panels, strict=False):
-        for n, recipe in enumerate(series):
+        for n, optimization in enumerate(series):
             points = sorted(
                 (getattr(c, x_attr), c.metric(metric), c.metric(f"{metric}_std"))
                 for c in cases
-                if c.series == recipe
+                if c.series == optimization
                 and getattr(c, panel_attr) == panel
                 and getattr(c, x_attr) is not None
                 and c.metric(metric) is not None
@@ -294,14 +302,14 @@ def _line_panels(
                 if single:
                     xs = tuple(x * (1 + 0.05 * (n - (len(series) - 1) / 2)) for x in xs)
                 yerr = [e or 0.0 for e in errs] if any(errs) else None
-                # Marker and dash vary too, so that recipes with equal values stay visible.
+                # Marker and dash vary too, so that optimizations with equal values stay visible.
                 marker, dash = "os^vDP*X"[n % 8], ("-", "--", ":", "-.")[n % 4]
                 ax.errorbar(
                     xs,
                     ys,
                     yerr=yerr,
                     capsize=3,
-                    label=series_label(recipe),
+                    label=series_label(optimization),
                     marker=marker,
                     linestyle=dash,
                 )
@@ -318,7 +326,7 @@ def _finish_line_axes(
     ax.set_xticks(xs, [str(x) for x in xs])
     ax.set_xlabel(labels[0])
     ax.set_ylabel(labels[1])
-    # No forced zero, so that a 1-3% difference between recipes stays visible; but at least a
+    # No forced zero, so that a 1-3% difference between optimizations stays visible; but at least a
     # span of 5% of the values, so that a 0.01% one does not look like a slope.
     ax.margins(x=0.08, y=0.12)
     low, high = ax.get_ylim()
@@ -341,7 +349,7 @@ MEMORY_METRICS = {
 def plot_memory(
     phase: str, cases: Sequence[CaseResult], path: Path, metric: str = "peak_memory_mb"
 ) -> Path | None:
-    """Memory against batch size, one line per recipe, one panel per sequence length."""
+    """Memory against batch size, one line per optimization, one panel per sequence length."""
     what, meaning = MEMORY_METRICS[metric]
     labels = ("batch size (samples)", _memory_label(cases, what))
     fig = _line_panels(cases, "seq_len", "batch_size", metric, labels, _length_label(phase)[:-9])
@@ -352,7 +360,7 @@ def plot_memory(
 
 
 def plot_throughput(phase: str, cases: Sequence[CaseResult], path: Path) -> Path | None:
-    """Tokens per second against sequence length, one line per recipe, one panel per batch."""
+    """Tokens per second against sequence length, one line per optimization, one panel per batch."""
     labels = (_length_label(phase), Phase.of(phase).rate)  # generate: generated tokens/s
     fig = _line_panels(cases, "batch_size", "seq_len", "tokens_per_s", labels, "batch size")
     if fig is None:
@@ -369,27 +377,29 @@ def plot_throughput(phase: str, cases: Sequence[CaseResult], path: Path) -> Path
 
 
 def plot_generation(cases: Sequence[CaseResult], path: Path) -> Path | None:
-    """Time to first token and time per output token: bars grouped by shape, one per recipe,
+    """Time to first token and time per output token: bars grouped by shape, one per optimization,
     error bars the recorded std over rounds."""
     shown = [c for c in cases if c.metric("ttft_ms") is not None or c.metric("tpot_ms") is not None]
     if not shown:
         return None
     shapes = sorted({(c.batch_size or 0, c.seq_len or 0) for c in shown})
-    recipes = _series(shown)
-    width = 0.8 / len(recipes)
+    optimizations = _series(shown)
+    width = 0.8 / len(optimizations)
     fig = _new_figure(2, n_cols=1, panel_size=(max(7.0, 1.0 + 0.6 * len(shown)), 3.6))
     metrics = (("ttft_ms", "time to first token (ms)"), ("tpot_ms", "time per output token (ms)"))
     for ax, (key, what) in zip(fig.axes, metrics, strict=True):
-        for i, recipe in enumerate(recipes):
-            by_shape = {(c.batch_size or 0, c.seq_len or 0): c for c in shown if c.series == recipe}
-            xs = [j + (i - (len(recipes) - 1) / 2) * width for j in range(len(shapes))]
+        for i, optimization in enumerate(optimizations):
+            by_shape = {
+                (c.batch_size or 0, c.seq_len or 0): c for c in shown if c.series == optimization
+            }
+            xs = [j + (i - (len(optimizations) - 1) / 2) * width for j in range(len(shapes))]
             found = [by_shape.get(shape) for shape in shapes]
             values = [c.metric(key) if c else None for c in found]
             heights = [v or 0.0 for v in values]
             errs = [(c.metric(f"{key}_std") or 0.0) if c else 0.0 for c in found]
             # A latency is never negative: the lower bar stops at 0 when the std is larger.
             yerr = [[min(e, h) for e, h in zip(errs, heights, strict=True)], errs]
-            ax.bar(xs, heights, width, yerr=yerr, capsize=3, label=series_label(recipe))
+            ax.bar(xs, heights, width, yerr=yerr, capsize=3, label=series_label(optimization))
             tops = [h + e for h, e in zip(heights, errs, strict=True)]
             _labels_above(ax, xs, tops, [fmt_number(v) for v in values])
         ax.set_xticks(range(len(shapes)), [f"b{b} s{s}" for b, s in shapes])

@@ -14,7 +14,7 @@ from typing import Any
 
 from gpt2_fixtures.results.metrics import EXTRA_METRICS, Metric
 from gpt2_fixtures.results.report.cases import (
-    REFERENCE_RECIPE,
+    REFERENCE_OPTIMIZATION,
     CaseResult,
     Ratio,
     cases_from_benchmarks,
@@ -181,15 +181,15 @@ def render_markdown(tables: Sequence[Table], heading: str = "###") -> str:
 # Building the tables
 
 
-def _recipe_order(cases: Sequence[CaseResult]) -> dict[str, int]:
-    """The reference recipe first, then recipes in the order they ran."""
-    order = dict.fromkeys([REFERENCE_RECIPE, *(c.optimization for c in cases)])
+def _optimization_order(cases: Sequence[CaseResult]) -> dict[str, int]:
+    """The reference optimization first, then optimizations in the order they ran."""
+    order = dict.fromkeys([REFERENCE_OPTIMIZATION, *(c.optimization for c in cases)])
     return {name: i for i, name in enumerate(order)}
 
 
 def sort_cases(cases: Sequence[CaseResult]) -> list[CaseResult]:
-    """Group by shape so that the recipes of one batch size and length sit next to each other."""
-    rank = _recipe_order(cases)
+    """Group by shape: the optimizations of one batch size and length sit next to each other."""
+    rank = _optimization_order(cases)
     return sorted(
         cases,
         key=lambda c: (
@@ -230,7 +230,7 @@ Cell = Callable[[CaseResult, Mapping[str, Ratio | None]], str]
 def _metric_columns(cases: Sequence[CaseResult]) -> list[tuple[Column, Cell]]:
     """(column, cell function) pairs; optional columns appear only when some case has them."""
     cols: list[tuple[Column, Cell]] = [
-        (Column("recipe", numeric=False), lambda c, s: c.optimization),
+        (Column("optimization", numeric=False), lambda c, s: c.optimization),
         (Column("batch"), lambda c, s: str(c.batch_size or MISSING)),
         (Column("seq_len"), lambda c, s: str(c.seq_len or MISSING)),
         (
@@ -255,7 +255,7 @@ def _metric_columns(cases: Sequence[CaseResult]) -> list[tuple[Column, Cell]]:
         for header, keys in COUNTER_COLUMNS
         if any(_has(cases, k) for k in keys)
     ]
-    cols.append((Column(f"speedup vs {REFERENCE_RECIPE}"), _speedup_cell))
+    cols.append((Column(f"speedup vs {REFERENCE_OPTIMIZATION}"), _speedup_cell))
     return cols
 
 
@@ -297,19 +297,19 @@ def counters_change(case: CaseResult, baseline: CaseResult) -> str:
 
 
 def _speedup_cell(case: CaseResult, ups: Mapping[str, Ratio | None]) -> str:
-    if case.optimization == REFERENCE_RECIPE and ups[case.key] is not None:
+    if case.optimization == REFERENCE_OPTIMIZATION and ups[case.key] is not None:
         return "1.00x (reference)"  # itself: an interval around 1x would only be noise
     return fmt_ratio(ups[case.key])
 
 
 def phase_table(phase: str, cases: Sequence[CaseResult]) -> Table:
-    """One row per case of one phase, with its speedup against the reference recipe."""
+    """One row per case of one phase, with its speedup against the reference optimization."""
     ordered = sort_cases(cases)
     ups = speedup_ratios(ordered)
     spec = _metric_columns(ordered)
     note = INTERVAL_NOTE
-    if not any(c.optimization == REFERENCE_RECIPE for c in ordered):
-        note = f"No {REFERENCE_RECIPE} case in these results, so no speedup is computed."
+    if not any(c.optimization == REFERENCE_OPTIMIZATION for c in ordered):
+        note = f"No {REFERENCE_OPTIMIZATION} case in these results, so no speedup is computed."
     return Table(
         title=_title(phase, ordered),
         columns=[col for col, _ in spec],
@@ -364,12 +364,12 @@ def baseline_table(
     )
     if by_key:
         note += " Only in the baseline: " + ", ".join(sorted(c.name for c in by_key.values()))
-    headers = ["recipe", "batch", "seq_len", "baseline median ms", "median ms", "Δ median"]
+    headers = ["optimization", "batch", "seq_len", "baseline median ms", "median ms", "Δ median"]
     headers += [f"Δ {metric_header(m)}" for m in metrics]
     headers += ["Δ counters"] if counted else []
     return Table(
         title=f"{phase}: change vs baseline",
-        columns=[Column(h, numeric=h != "recipe") for h in headers],
+        columns=[Column(h, numeric=h != "optimization") for h in headers],
         rows=rows,
         note=note,
     )
