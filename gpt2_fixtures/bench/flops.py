@@ -292,7 +292,7 @@ def tf32_matmul() -> bool:
 
 
 def compute_dtype(precision: str, int8: bool, tf32: bool) -> str:
-    """The peak column a optimization's matmuls run at.
+    """The peak column an optimization's matmuls run at.
 
     fp16/bf16: training runs its matmuls under autocast in that dtype, inference in it. fp32
     runs on TF32 tensor cores when enabled. int8: the CUDA path is weight-only (torchao), so its

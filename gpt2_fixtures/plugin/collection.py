@@ -19,6 +19,12 @@ GATE_MARKER = "gpt2_gate(**thresholds): per-benchmark gate thresholds, e.g. time
 
 
 def register_markers(config: pytest.Config) -> None:
+    """The phases' markers come from config.PHASE_TABLE (a new phase is a row, not also a line in
+    pyproject.toml), so ``--strict-markers`` knows them; then the gate's marker."""
+    for phase in PHASE_TABLE:
+        config.addinivalue_line(
+            "markers", f"{phase.marker}: the {phase.name} phase ({phase.file}::{phase.benchmark})"
+        )
     config.addinivalue_line("markers", GATE_MARKER)
 
 

@@ -1,0 +1,65 @@
+"""tools/bare_loop.py and tools/wall_split.py in a real benchmark process (slow: it spawns one).
+
+What is checked is that they measure what they say and report it, never a timing: the bare loop
+runs for the fp32 train/infer case and only for it, the ratio is the reported median over the
+bare median, the band decides the exit status; the wall split's parts add up to the session
+(docs/measuring.md, "Against a bare loop" and "Where a run's time goes")."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID = ["benchmarks/test_inference.py", "--gpt2-optimizations", "sdpa-fp32,int8"]
+GRID += ["--gpt2-batch-sizes", "1", "--gpt2-seq-lens", "32", "--gpt2-threads", "1"]
+GRID += ["--gpt2-rounds", "3", "--gpt2-warmup", "1"]
+
+
+def run(tmp_path: Path, band: str) -> tuple[int, dict[str, Any], dict[str, Any], dict[str, Any]]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", BARE_LOOP_ROUNDS="3")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT / "tools"), env.get("PYTHONPATH"))))
+    env |= {"BARE_LOOP_JSON": str(tmp_path / "bare.json")}
+    env |= {"WALL_SPLIT_JSON": str(tmp_path / "wall.json")}
+    cmd = [sys.executable, "-m", "pytest", "-p", "bare_loop", "-p", "wall_split", "-q"]
+    cmd += ["-p", "no:cacheprovider", f"--benchmark-json={tmp_path / 'out.json'}"]
+    proc = subprocess.run(
+        [*cmd, f"--bare-loop-band={band}", *GRID],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert "| part | seconds |" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
+    loads = [json.loads((tmp_path / f).read_text()) for f in ("bare.json", "wall.json", "out.json")]
+    return proc.returncode, *loads
+
+
+def test_bare_loop_and_wall_split_report_what_they_measured(tmp_path: Path) -> None:
+    code, bare, wall, out = run(tmp_path, "0,1000")
+    assert code == 0
+    (case,) = bare["cases"]  # int8 is not a plain fp32 case: no bare loop for it
+    assert case["name"] == "test_infer[sdpa-fp32-b1-s32]"
+    entry = next(b for b in out["benchmarks"] if b["name"] == case["name"])
+    data = sorted(entry["stats"]["data"])
+    assert case["reported_ms"] == data[1] * 1e3  # the median of 3 rounds
+    bare_ms = case["reported_ms"] / case["ratio"]
+    assert min(case["bare_before_ms"], case["bare_after_ms"]) <= bare_ms
+    assert bare_ms <= max(case["bare_before_ms"], case["bare_after_ms"])
+    timed = sum(sum(b["stats"]["data"]) for b in out["benchmarks"])
+    assert abs(wall["timed"] - timed) < 1e-6 * max(1.0, timed)
+    controls = sum(sum(b["extra_info"]["control_round_s"]) for b in out["benchmarks"])
+    assert wall["control"] >= controls  # the warmup rounds' controls are in it too
+    parts = sum(v for k, v in wall.items() if k != "session")
+    assert abs(parts - wall["session"]) < 1e-6 and wall["other"] > 0
+
+
+def test_a_ratio_outside_the_band_fails_the_session(tmp_path: Path) -> None:
+    code, bare, _, _ = run(tmp_path, "1000,2000")
+    assert bare["band"] == [1000.0, 2000.0] and code == 1
