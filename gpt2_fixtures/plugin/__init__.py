@@ -34,8 +34,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # Under torchrun only rank 0 writes results; before anything reads the output options.
     dist_bench.rank_zero_outputs_only(config.option, dist_bench.launch_env())
     fixtures.settings(config)  # fail fast, before collection, with one line
+    collection.register_markers(config)  # the phases' markers first: the -m check reads them
     collection.check_marker_expression(config)
-    collection.register_markers(config)
     config.pluginmanager.register(AtomicJsonHooks(), "gpt2-atomic-json")
     config.pluginmanager.register(GateHooks(config), "gpt2-gate")
     config.pluginmanager.register(ReportHooks(config), "gpt2-report")
