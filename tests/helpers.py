@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import ast
 import functools
+import os
 import re
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -127,6 +130,29 @@ def result_entry(
         "stats": stats,
         "extra_info": info,
     }
+
+
+def pytest_with_tools(
+    plugins: list[str], args: list[str], env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """A ``pytest`` process in the repository with ``tools/`` on PYTHONPATH and its pytest
+    plugins loaded (``-p gate_inject``, ``-p bare_loop``, ...), one torch thread, ``env`` added."""
+    full = dict(os.environ, OMP_NUM_THREADS="1", **env)
+    full["PYTHONPATH"] = os.pathsep.join(
+        filter(None, (str(ROOT / "tools"), full.get("PYTHONPATH")))
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *(arg for p in plugins for arg in ("-p", p)),
+        "-p",
+        "no:cacheprovider",
+    ]
+    return subprocess.run(
+        [*cmd, "-q", *args], cwd=ROOT, env=full, capture_output=True, text=True, check=False,
+        timeout=600,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

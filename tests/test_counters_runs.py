@@ -8,13 +8,13 @@ counters (docs/measuring.md, "Exact counters")."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import pytest_with_tools
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = [
@@ -35,17 +35,8 @@ TIME_METRICS = ("time", "time/control", "samples_per_s", "tokens_per_s")
 
 
 def run_grid(path: Path, inject: str = "", grid: list[str] = GRID) -> dict[str, Any]:
-    env = dict(os.environ, GPT2_BENCH_INJECT=inject, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT / "tools"), env.get("PYTHONPATH"))))
-    cmd = [sys.executable, "-m", "pytest", "-p", "gate_inject", "-p", "no:cacheprovider", "-q"]
-    proc = subprocess.run(
-        [*cmd, f"--benchmark-json={path}", *grid],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
+    proc = pytest_with_tools(
+        ["gate_inject"], [f"--benchmark-json={path}", *grid], {"GPT2_BENCH_INJECT": inject}
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     return json.loads(path.read_text())

@@ -8,34 +8,21 @@ bare median, the band decides the exit status; the wall split's parts add up to 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import pytest_with_tools
+
 GRID = ["benchmarks/test_inference.py", "--gpt2-optimizations", "sdpa-fp32,int8"]
 GRID += ["--gpt2-batch-sizes", "1", "--gpt2-seq-lens", "32", "--gpt2-threads", "1"]
 GRID += ["--gpt2-rounds", "3", "--gpt2-warmup", "1"]
 
 
 def run(tmp_path: Path, band: str) -> tuple[int, dict[str, Any], dict[str, Any], dict[str, Any]]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", BARE_LOOP_ROUNDS="3")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT / "tools"), env.get("PYTHONPATH"))))
-    env |= {"BARE_LOOP_JSON": str(tmp_path / "bare.json")}
+    env = {"BARE_LOOP_ROUNDS": "3", "BARE_LOOP_JSON": str(tmp_path / "bare.json")}
     env |= {"WALL_SPLIT_JSON": str(tmp_path / "wall.json")}
-    cmd = [sys.executable, "-m", "pytest", "-p", "bare_loop", "-p", "wall_split", "-q"]
-    cmd += ["-p", "no:cacheprovider", f"--benchmark-json={tmp_path / 'out.json'}"]
-    proc = subprocess.run(
-        [*cmd, f"--bare-loop-band={band}", *GRID],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
+    args = [f"--benchmark-json={tmp_path / 'out.json'}", f"--bare-loop-band={band}", *GRID]
+    proc = pytest_with_tools(["bare_loop", "wall_split"], args, env)
     assert "| part | seconds |" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
     loads = [json.loads((tmp_path / f).read_text()) for f in ("bare.json", "wall.json", "out.json")]
     return proc.returncode, *loads
