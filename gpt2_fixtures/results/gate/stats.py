@@ -94,9 +94,7 @@ def rounds_change(current: Sequence[float], base: Sequence[float]) -> float:
     """The relative change that goes with the test and its interval: the Hodges-Lehmann shift
     of log values (the median of all pairwise differences), turned back into a fraction. Unlike
     the ratio of medians it always lies inside rounds_change_ci."""
-    diffs = _log_shifts(current, base)
-    middle = len(diffs) // 2  # sorted: the median is the middle one, or the mean of the two
-    return math.expm1((float(diffs[middle]) + float(diffs[(len(diffs) - 1) // 2])) / 2)
+    return math.expm1(float(np.median(_log_shifts(current, base))))
 
 
 def rounds_change_ci(
