@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers.pytorch_utils import Conv1D
 
-from gpt2_fixtures.bench import models, phases, prepare, steps
+from gpt2_fixtures.bench import counters, models, phases, prepare, steps
 from gpt2_fixtures.bench import optimizations as opt
 from gpt2_fixtures.config import Optimization, parse_optimization
 
@@ -267,6 +267,39 @@ def test_attention_kernel_reports_the_backend_that_ran(backend, kernel):
             logits(model, ids)
 
     assert prepare.attention_kernel(step, optimization) == kernel
+
+
+def test_attention_kernel_reads_a_given_profile_without_running_the_step():
+    """The settled profiled step's ops name the kernels (teacher's first, then the student's):
+    no call of its own."""
+    profile = counters.from_events(
+        [
+            "aten::linear",
+            "aten::_scaled_dot_product_flash_attention_for_cpu",
+            "aten::_scaled_dot_product_attention_math",
+            "aten::_scaled_dot_product_flash_attention_for_cpu",
+        ],
+        [],
+    )
+    step = lambda: pytest.fail("the step ran")  # noqa: E731
+    assert prepare.attention_kernel(step, parse_optimization("sdpa"), profile) == "flash+math"
+    nothing = counters.from_events(["aten::mm"], [])
+    assert prepare.attention_kernel(step, parse_optimization("eager"), nothing) == "eager"
+    assert prepare.attention_kernel(step, parse_optimization("sdpa"), nothing) == "unknown"
+
+
+def test_the_profiled_step_keeps_the_kernel_ops_of_every_namespace_in_call_order():
+    model, ids = tiny(), batch()
+
+    def step():
+        with sdpa_kernel([SDPBackend.MATH]):
+            logits(model, ids)
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            logits(model, ids)
+
+    names = counters.profile_step(step).op_names
+    assert prepare.kernels_in(list(names)) == ["math", "flash"]
+    assert len(names) == len(set(names))
 
 
 def test_attention_kernel_of_eager_attention():

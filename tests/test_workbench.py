@@ -6,7 +6,8 @@ import statistics
 import pytest
 from helpers import FakeBenchmark
 
-from gpt2_fixtures.bench import distill, generation, settings, steps
+from gpt2_fixtures.bench import counters, distill, generation, memory, settings, steps
+from gpt2_fixtures.bench import workbench as workbench_module
 from gpt2_fixtures.bench.workbench import Workbench
 from gpt2_fixtures.config import Case, parse_optimization
 
@@ -48,7 +49,7 @@ def test_generate_latencies_come_from_the_timed_rounds_only(bench):
     step, state = generation.generate_step(model, bench.batch(case), SDPA, "cpu", 4)
     measured = bench.measure(FakeBenchmark(), case, step, model)  # counts 1 x 4 new tokens
     every_call = state.clock.rounds_s()
-    # prepare's profile call, the warmup, the timed rounds, the settled memory steps
+    # the warmup, the timed rounds, the settled memory steps and the profiled one
     assert len(every_call) == measured.calls > ROUNDS + WARMUP
     rounds = measured.timed_of(every_call)
     assert rounds == every_call[measured.timed.start : measured.timed.stop]
@@ -66,3 +67,42 @@ def test_distill_teacher_share_comes_from_the_timed_rounds_only(bench):
     shares = distiller.teacher_shares()
     assert len(shares) == measured.calls
     assert len(measured.timed_of(shares)) == len(measured.times) == ROUNDS
+
+
+def test_one_profiled_step_gives_the_counters_and_the_attention_kernel(bench, monkeypatch):
+    passes = []
+    real = counters.profile_step
+
+    def counting(step, cuda=False):
+        passes.append(cuda)
+        return real(step, cuda)
+
+    monkeypatch.setattr(counters, "profile_step", counting)
+    case = Case("infer", SDPA, 1, 16)
+    model = bench.model(case)
+    step, _ = steps.infer_step(model, bench.batch(case), SDPA, "cpu")
+    info = bench.measure(FakeBenchmark(), case, step, model).info
+    if info["memory_kind"] != "cpu_rss":
+        pytest.skip("no resettable resident peak here: no settled profile to reuse")
+    assert passes == [False]  # no profile of its own for the kernel
+    assert info["attn_kernel"] == "flash" and info["ops_per_step"] > 0
+
+
+def test_without_a_settled_profile_the_kernel_call_is_counted_with_the_step(bench, monkeypatch):
+    """No resettable peak: no settled steps, so the kernel comes from one more call, which the
+    per-call records must still line up with."""
+
+    class Lifetime(memory.CpuRssTracker):
+        def __init__(self):
+            self.kind = "cpu_rss_lifetime"
+
+    monkeypatch.setattr(workbench_module, "memory_tracker", lambda device: Lifetime())
+    case = generation.grid([SDPA], bench.settings.generate)[0]
+    model = bench.model(case)
+    step, state = generation.generate_step(model, bench.batch(case), SDPA, "cpu", 4)
+    measured = bench.measure(FakeBenchmark(), case, step, model)
+    assert measured.info["attn_kernel"] == "flash"
+    assert "ops_per_step" not in measured.info  # no settled profile: no counters
+    every_call = state.clock.rounds_s()
+    assert len(every_call) == measured.calls == WARMUP + ROUNDS + 1
+    assert len(measured.timed_of(every_call)) == ROUNDS

@@ -32,6 +32,9 @@ class StepProfile:
 
     ops: Mapping[str, int]
     allocations: tuple[int, ...] = ()
+    # every op name (any namespace, e.g. flash_attn::), once, in order of first call: which
+    # attention kernel ran is read from it (prepare.attention_kernel)
+    op_names: tuple[str, ...] = ()
     runtime: Mapping[str, int] = field(default_factory=dict)
     kernels: int = 0
     dtoh_copies: int = 0
@@ -92,9 +95,10 @@ def from_events(
     device_events: Iterable[tuple[str, str]] = (),
     cuda: bool = False,
 ) -> StepProfile:
-    """A StepProfile from plain events: op names, (time ns, bytes) allocation events, and
-    (activity type, name) kineto events. At equal times allocations count before frees, so a
-    tie never lowers the peak."""
+    """A StepProfile from plain events: op names in order of call, (time ns, bytes) allocation
+    events, and (activity type, name) kineto events. At equal times allocations count before
+    frees, so a tie never lowers the peak."""
+    ops = list(ops)
     aten = Counter(name for name in ops if name.startswith("aten::"))
     ordered = sorted(allocations, key=lambda e: (e[0], e[1] < 0))
     runtime: Counter[str] = Counter()
@@ -109,6 +113,7 @@ def from_events(
     return StepProfile(
         ops=dict(aten),
         allocations=tuple(size for _, size in ordered),
+        op_names=tuple(dict.fromkeys(ops)),
         runtime=dict(runtime),
         kernels=kernels,
         dtoh_copies=dtoh,
@@ -126,7 +131,7 @@ def profile_step(step: Callable[[], None], cuda: bool = False) -> StepProfile:
     with profile(activities=activities, profile_memory=True) as prof:
         step()
     results = prof.profiler.kineto_results
-    ops: list[str] = []
+    ops: list[tuple[int, str]] = []
     allocations: list[tuple[int, int]] = []
     stack = list(results.experimental_event_tree())
     while stack:
@@ -134,10 +139,10 @@ def profile_step(step: Callable[[], None], cuda: bool = False) -> StepProfile:
         if node.tag == _EventType.Allocation:
             allocations.append((node.start_time_ns, node.extra_fields.alloc_size))
         elif node.tag == _EventType.TorchOp:
-            ops.append(node.name)
+            ops.append((node.start_time_ns, node.name))
         stack.extend(node.children)
     device = [(e.activity_type(), e.name()) for e in results.events()] if cuda else []
-    return from_events(ops, allocations, device, cuda)
+    return from_events((name for _, name in sorted(ops)), allocations, device, cuda)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from typing import Any, Protocol, TypeVar
 
 import torch
 
-from gpt2_fixtures.bench.memory import MB, CpuRssTracker, MemoryTracker, Reduce, settled_memory
+from gpt2_fixtures.bench.counters import StepProfile
+from gpt2_fixtures.bench.memory import MB, CpuRssTracker, MemoryTracker, Reduce, settle
 
 T = TypeVar("T")
 
@@ -58,6 +59,8 @@ class RoundHooks:
     # read before and after every round, untimed (counters.compile_mark for a compiled case)
     probe: Callable[[], Any] | None = None
     probed: list[Any] = field(default_factory=list)
+    # the profiled settled step (exact counters, the attention kernel); None until settled
+    profile: StepProfile | None = None
 
     def setup(self) -> None:
         if self.probe is not None:
@@ -93,11 +96,12 @@ class RoundHooks:
 
     def settled_memory(
         self, step: Callable[[], None], reduce: Reduce | None = None, base_mb: float | None = None
-    ) -> dict[str, float]:
+    ) -> dict[str, Any]:
         """Release the control (its tensors are no part of the step's memory), then read the
-        step's memory in settled rounds (``settled_memory``)."""
+        step's memory in settled rounds and profile one more step (``memory.settle``)."""
         self.control = None
-        return settled_memory(step, self.memory, reduce, base_mb)
+        info, self.profile = settle(step, self.memory, reduce, base_mb)
+        return info
 
 
 def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:

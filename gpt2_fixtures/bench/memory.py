@@ -12,16 +12,18 @@ import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
 from gpt2_fixtures.bench import counters
 
 MB = 1024 * 1024
-# Untimed steps that read the memory peak (see settled_peaks). Two rounds often agree by
-# chance while the next three differ by one logits-sized buffer: five show the spread.
-SETTLED_ROUNDS = 5
+# Untimed steps that read the memory peak (see settled_peaks); the recorded peak is their max.
+# Two, not five as up to 0.4: a round costs as much as a timed one (26.6 s of the one-thread
+# default grid's 199 s with five), and the gate judges the peak against its spread between
+# processes (calibration), which two rounds' max carries as well; their std is a rough figure.
+SETTLED_ROUNDS = 2
 
 
 class MemoryTracker(Protocol):
@@ -192,7 +194,17 @@ def settled_memory(
     tracker: MemoryTracker,
     reduce: Reduce | None = None,
     base_mb: float | None = None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
+    """The ``extra_info`` keys of ``settle``."""
+    return settle(step, tracker, reduce, base_mb)[0]
+
+
+def settle(
+    step: Callable[[], None],
+    tracker: MemoryTracker,
+    reduce: Reduce | None = None,
+    base_mb: float | None = None,
+) -> tuple[dict[str, Any], counters.StepProfile | None]:
     """``peak_memory_mb``, ``peak_memory_mb_std`` (and ``peak_reserved_mb`` on CUDA) from
     settled rounds; nothing where the peak cannot be reset (``cpu_rss_lifetime``). One more
     settled step, profiled, gives the exact counters (counters.py) and, on a CPU,
@@ -201,14 +213,17 @@ def settled_memory(
     ``base_mb`` (``resident_mb`` before the case's model was built) gives the case's own
     ``footprint_memory_mb`` = peak - base, which does not depend on what earlier cases left in
     the process. ``reduce`` combines the rounds' values across ranks (every rank must call
-    this: ``step`` may hold collectives)."""
+    this: ``step`` may hold collectives). Also returns the profiled step (None without one)."""
     if tracker.kind == "cpu_rss_lifetime":
-        return {}
+        return {}, None
     peaks, reserved = settled_peaks(step, tracker)
     reduce = reduce or _same
     footprints = None if base_mb is None else reduce([p - base_mb for p in peaks])
     peaks = reduce(peaks)
-    info = {"peak_memory_mb": max(peaks), "peak_memory_mb_std": statistics.stdev(peaks)}
+    info: dict[str, Any] = {
+        "peak_memory_mb": max(peaks),
+        "peak_memory_mb_std": statistics.stdev(peaks),
+    }
     if footprints is not None:
         info["footprint_memory_mb"] = max(footprints)
         info["footprint_memory_mb_std"] = statistics.stdev(footprints)
@@ -218,7 +233,7 @@ def settled_memory(
     profiled = counters.profile_step(step, cuda=tracker.kind == CudaMemoryTracker.kind)
     if tracker.kind == "cpu_rss":  # CUDA's allocator peak is exact already
         info["step_allocated_mb"] = max(reduce([profiled.peak_bytes / MB]))
-    return info | counters.reduced(profiled.counters(), reduce)
+    return info | counters.reduced(profiled.counters(), reduce), profiled
 
 
 def step_allocated_mb(step: Callable[[], None]) -> float:

@@ -1,5 +1,6 @@
-"""Before the measured rounds: compile (timed apart as ``compile_s``) and find out which
-attention kernel really runs (``attn_kernel``). docs/optimizations.md is the user's side."""
+"""Before the measured rounds: compile (timed apart as ``compile_s``); after them, which
+attention kernel really ran (``attn_kernel``), read from the ops of the profiled step.
+docs/optimizations.md is the user's side."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from gpt2_fixtures.bench import counters
 from gpt2_fixtures.config import Optimization
 
 # A torch.compile optimization runs its step at most this many times before the measured
@@ -24,11 +26,9 @@ def prepare(
 
     ``compile_s``: seconds of the calls that compiled (compile optimizations only, else None): the
     compilation and the first executions for the case's shape, kept out of the measured rounds.
-    ``attn_kernel``: the attention kernel found by profiling one call (``attention_kernel``).
     """
     del model  # the step closes over it; callers pass it for symmetry with ``apply``
-    compile_s = compile_step(step) if optimization.compile else None
-    return {"compile_s": compile_s, "attn_kernel": attention_kernel(step, optimization)}
+    return {"compile_s": compile_step(step) if optimization.compile else None}
 
 
 def _frames_compiled() -> int | None:
@@ -80,8 +80,15 @@ def kernels_in(op_names: list[str]) -> list[str]:
     return list(dict.fromkeys(k for k in map(kernel_of, op_names) if k is not None))
 
 
-def attention_kernel(step: Callable[[], None], optimization: Optimization) -> str:
-    """Which attention kernel really ran: profile one call of ``step`` and read the op names.
+def attention_kernel(
+    step: Callable[[], None],
+    optimization: Optimization,
+    profile: counters.StepProfile | None = None,
+) -> str:
+    """Which attention kernel really ran: the op names of one profiled call of ``step``.
+
+    ``profile`` is that call where the case has one already (the settled step that gives the
+    exact counters, memory.settle): then nothing runs here; else one call is profiled.
 
     A found kernel is reported as ``flash``, ``efficient``, ``cudnn``, ``math`` (SDPA backends),
     or ``flash_attention_2``; several are joined with ``+`` (e.g. ``flash+math`` when a
@@ -90,12 +97,8 @@ def attention_kernel(step: Callable[[], None], optimization: Optimization) -> st
     compiled model (inductor lowered the attention into its own generated kernels), else
     ``unknown``.
     """
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step()
-    events = sorted(prof.events(), key=lambda e: e.time_range.start)
-    found = kernels_in([e.name for e in events])
+    names = (profile if profile is not None else counters.profile_step(step)).op_names
+    found = kernels_in(list(names))
     if found:
         return "+".join(found)
     if optimization.attn_implementation == "eager":
