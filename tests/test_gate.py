@@ -696,3 +696,14 @@ def test_gpt2_bench_entry_point(tmp_path: Path, capsys: pytest.CaptureFixture[st
     out = tmp_path / "baselines" / "cpu.json"
     assert cli.main(["baseline", base, str(out)]) == 0
     assert files.load_result(out) == files.load_result(base)
+
+
+def test_gate_quality_pools_the_runs_by_three_in_order() -> None:
+    gq = _load_tool("gate_quality")
+    runs = [doc(bench("test_infer[a]", data=rounds(0.01 * (1 + i / 100), i))) for i in range(7)]
+    groups = gq.pooled(runs, "aa")
+    assert len(groups) == 2  # the seventh run is left out
+    assert [len(g["benchmarks"][0]["stats"]["data"]) for g in groups] == [
+        3 * len(runs[0]["benchmarks"][0]["stats"]["data"])
+    ] * 2
+    assert all(g["gpt2_calibration"]["processes"] == 3 for g in groups)

@@ -186,6 +186,49 @@ def test_4a_one_contended_process_does_not_blind_the_gate(
     assert poisoned["gpt2_calibration"]["spread_from"] == ["a", "b"]
 
 
+def test_4e_a_capped_threshold_claims_no_regression_that_process_noise_reaches() -> None:
+    """Processes that spread 12% (3 x 12% x sqrt(4/3) = 42%, capped at 20%): an A/A change of
+    +30% is within what they reach, so it is not a regression (nor a pass); +60% is one."""
+    calibrated = bl.pool_results([base(), cur(), scaled(cur(), step=1.01)], ["a", "b", "c"])
+    name = "test_infer[sdpa-fp32-b1-s64]"
+    fullname = next(b["fullname"] for b in calibrated["benchmarks"] if b["name"] == name)
+    spreads = calibrated["gpt2_calibration"]["benchmarks"][fullname]
+    spreads.update({"time": 0.12, "time/control": 0.12})
+
+    def ratio_row(step: float) -> gate.Row:
+        result = gate.compare(calibrated, scaled(cur(), step=step))
+        return next(r for r in result.rows if r.metric == "time/control" and r.benchmark == name)
+
+    within = ratio_row(1.3)
+    assert within.threshold.startswith("20% (capped")
+    assert within.verdict == gate.INCONCLUSIVE
+    assert "within the 42% that this benchmark's processes spread over" in within.note
+    assert ratio_row(1.6).verdict == gate.REGRESSION
+    assert ratio_row(1.0).verdict == gate.PASS  # the cap still bounds a pass
+
+
+def test_4f_a_current_run_pooled_from_several_processes_narrows_the_threshold() -> None:
+    """n processes against n: the difference of two means has s x sqrt(2/n), not the
+    s x sqrt(1 + 1/n) of one process against n."""
+    three = [base(), cur(), scaled(cur(), step=1.01)]
+    calibrated = bl.pool_results(three, ["a", "b", "c"])
+    name = "test_infer[sdpa-fp32-b1-s64]"
+    fullname = next(b["fullname"] for b in calibrated["benchmarks"] if b["name"] == name)
+    calibrated["gpt2_calibration"]["benchmarks"][fullname]["time/control"] = 0.04
+
+    def threshold(current: Doc) -> str:
+        result = gate.compare(calibrated, current)
+        return next(
+            r.threshold for r in result.rows if r.benchmark == name and r.metric == "time/control"
+        )
+
+    assert threshold(cur()).startswith("13.9% (3 x 4.00%")  # 3 x 4% x sqrt(1 + 1/3)
+    pooled = bl.pool_results(three, ["x", "y", "z"])
+    assert threshold(pooled).startswith("9.8% (3 x 4.00%")  # 3 x 4% x sqrt(1/3 + 1/3)
+    notes = gate.compare(calibrated, pooled).notes
+    assert any("the current run pooled from 3" in n and "sqrt(1/3 + 1/3)" in n for n in notes)
+
+
 @pytest.mark.parametrize(
     ("field", "value", "says"),
     [

@@ -212,6 +212,19 @@ def _fmt(x: float | None) -> str:
     return "" if x is None else f"{x * 100:+.1f}%"
 
 
+POOL = 3  # processes pooled into one current run for the pooled figures
+
+
+def pooled(runs: Sequence[Mapping[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """The runs pooled by POOL, in order (disjoint groups; a remainder is left out), as
+    `gpt2-bench baseline` pools the current side of a comparison."""
+    groups = [runs[i : i + POOL] for i in range(0, len(runs) - POOL + 1, POOL)]
+    return [
+        baseline_io.pool_results(group, [f"{kind}-{i * POOL + j}" for j in range(POOL)])
+        for i, group in enumerate(groups)
+    ]
+
+
 def judge_all(
     runs: Mapping[str, list[dict[str, Any]]],
     calibrated: Mapping[str, Any],
@@ -234,6 +247,14 @@ def judge_all(
         ),
         "aa_pytest_benchmark_comparisons": len(runs["aa"]) * (len(runs["aa"]) - 1),
     }
+    aa_pooled = pooled(runs["aa"], "aa")
+    if aa_pooled:  # the current side pooled from POOL processes (docs/gate.md, "Baselines")
+        figures["aa_pooled"] = aa_figures(calibrated, aa_pooled, settings)
+    for kind in ("slow25", "slow10"):
+        groups = pooled(runs.get(kind) or [], kind)
+        if groups:
+            only = train_or_infer if kind == "slow10" else (lambda name: True)
+            figures[f"{kind}_pooled"] = detection(calibrated, groups, settings, TIME_METRICS, only)
     if runs.get("slow25"):
         figures["slow25"] = detection(calibrated, runs["slow25"], settings, TIME_METRICS)
         if hog is not None:
@@ -255,6 +276,8 @@ LABELS = {
     "slow10": "+10% step (train, infer), calibrated baseline",
     "mem5": "+5% memory (train), calibrated baseline",
     "slow25_vs_hog": "+25% step, baseline recorded under a CPU hog",
+    "slow25_pooled": f"+25% step, {POOL} processes pooled, calibrated baseline",
+    "slow10_pooled": f"+10% step (train, infer), {POOL} processes pooled, calibrated baseline",
 }
 
 
@@ -275,6 +298,7 @@ def markdown(figures: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         ("aa_calibrated", "calibrated"),
         ("aa_uncalibrated", "one base run"),
         ("aa_vs_hog", "calibrated under the hog"),
+        ("aa_pooled", f"calibrated, the A runs pooled by {POOL}"),
     )
     for key, label in against:
         f = figures.get(key)

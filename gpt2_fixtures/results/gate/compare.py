@@ -74,6 +74,8 @@ class _Pair:
     strictest: float = 1.0
     # (benchmark, metric) -> the level Holm's step-down granted a regression test it rejected
     levels: Mapping[tuple[str, str], float] | None = None
+    # processes pooled into the current run (`gpt2-bench baseline` on the current side too)
+    current_processes: int = 1
 
     @property
     def name(self) -> str:
@@ -93,7 +95,8 @@ class _Pair:
 
     def threshold(self, metric: Metric) -> Threshold:
         """The configured threshold, raised for a calibrated baseline of n processes to
-        k x spread x sqrt(1 + 1/n), capped at CALIBRATED_CAP; a default one on a CPU's resident
+        k x spread x sqrt(1/m + 1/n) (m: the current run's processes, 1 unless it was pooled
+        too), capped at CALIBRATED_CAP; a default one on a CPU's resident
         memory at least RESIDENT_CPU_REL (docs/gate.md, "Baselines" and "Memory")."""
         thr, explicit = self.settings.thresholds.find(self.name, self.cur["fullname"], metric.key)
         own = samples.spread(self.baseline_doc, self.base["fullname"], metric.key)
@@ -109,15 +112,21 @@ class _Pair:
             thr = Threshold(CALIBRATED_TIME_REL, thr.floor)
         of_phase = self.typical.get((samples.phase(self.base), metric.key), 0.0)
         spread = max(own, of_phase, self.typical.get(("", metric.key), 0.0))
-        n = int((samples.calibration(self.baseline_doc) or {}).get("processes") or 1)
+        n = processes(self.baseline_doc)
         k = self.settings.spread_k
-        calibrated = k * spread * math.sqrt(1 + 1 / n)
+        # the difference of a mean of m processes and one of n: s x sqrt(1/m + 1/n)
+        calibrated = k * spread * math.sqrt(1 / self.current_processes + 1 / n)
         if calibrated <= thr.rel:
             return Threshold(thr.rel, thr.floor, f"calibrated: {k:g} x {spread:.2%} spread is less")
         if calibrated > CALIBRATED_CAP:
             why = f"capped: {k:g} x {spread:.2%} spread is {calibrated:.0%}; recalibrate"
-            return Threshold(CALIBRATED_CAP, thr.floor, why)
+            return Threshold(CALIBRATED_CAP, thr.floor, why, noise=calibrated)
         return Threshold(calibrated, thr.floor, f"{k:g} x {spread:.2%} between-process spread")
+
+
+def processes(doc: Result) -> int:
+    """How many processes a result was pooled from by `gpt2-bench baseline` (1: one run)."""
+    return int((samples.calibration(doc) or {}).get("processes") or 1)
 
 
 def _resident_floor(thr: Threshold, metric: Metric, base: Mapping[str, Any]) -> Threshold:
@@ -138,8 +147,9 @@ def compare(baseline: Result, current: Result, settings: GateSettings | None = N
     base_by = {b["fullname"]: b for b in baseline["benchmarks"]}
     cur_by = {b["fullname"]: b for b in current["benchmarks"]}
     typical = samples.typical_spreads(baseline)
+    pooled = processes(current)
     pairs = [
-        _Pair(base_by[f], cur, settings, baseline, typical)
+        _Pair(base_by[f], cur, settings, baseline, typical, current_processes=pooled)
         for f, cur in cur_by.items()
         if f in base_by
     ]
@@ -159,7 +169,11 @@ def compare(baseline: Result, current: Result, settings: GateSettings | None = N
     absent = [b for f, b in base_by.items() if f not in cur_by and f not in failed_names]
     deselected = files.not_selected(current)
     rows.extend(_absent_row(b, b["fullname"] in deselected, settings) for b in absent)
-    notes = [*_basis_notes(bases_used), *_calibration_notes(baseline), *_shard_notes(current)]
+    notes = [
+        *_basis_notes(bases_used),
+        *_calibration_notes(baseline, current),
+        *_shard_notes(current),
+    ]
     if m > 1:
         notes.append(
             f"significance: alpha {settings.alpha:g} for the whole comparison, by Holm's "
@@ -254,17 +268,24 @@ def _shard_notes(current: Result) -> list[str]:
     return [f"shard {absent} never arrived: its cases are missing, not deselected"]
 
 
-def _calibration_notes(baseline: Result) -> list[str]:
+def _calibration_notes(baseline: Result, current: Result) -> list[str]:
     section = samples.calibration(baseline)
     if section is None:
         return [
             "baseline is uncalibrated (one process): thresholds are the configured ones; "
             "`gpt2-bench baseline R1 R2 R3 OUT` pools separate runs into a calibrated baseline"
         ]
+    m = processes(current)
+    if m == 1:
+        return [
+            f"baseline calibrated from {section.get('processes')} processes: threshold per "
+            "benchmark = max(the configured effect, k x its between-process spread x "
+            "sqrt(1 + 1/processes))"
+        ]
     return [
-        f"baseline calibrated from {section.get('processes')} processes: threshold per "
-        "benchmark = max(the configured effect, k x its between-process spread x "
-        "sqrt(1 + 1/processes))"
+        f"baseline calibrated from {section.get('processes')} processes, the current run pooled "
+        f"from {m}: threshold per benchmark = max(the configured effect, k x the baseline's "
+        f"between-process spread x sqrt(1/{m} + 1/{section.get('processes')}))"
     ]
 
 
@@ -510,7 +531,7 @@ def _memory_row(
     band = NOISE_BAND_SIGMAS * float(std)
     note = ""
     if band > thr.floor and not metric.exact:
-        thr = Threshold(thr.rel, band, thr.why)
+        thr = Threshold(thr.rel, band, thr.why, thr.noise)
         note = f"noise band {band:.3g} {metric.unit}: {NOISE_BAND_SIGMAS:g} x the baseline's std"
     if not b_val and c_val:  # nothing before, something now: a change of any size
         ev = Evidence(change=math.inf, tested=False)

@@ -174,11 +174,12 @@ def decide(
 ) -> tuple[str, str]:
     """The one decision rule (docs/gate.md): (verdict, reason).
 
-    REGRESSION: the change is beyond the threshold on the worse side and significant there;
-    improved: the same on the better side (``better_level``: improvements fail nothing, so
-    they are held to Bonferroni's level, outside Holm's family); pass: the interval's bound on
-    the worse side is within the threshold (non-inferiority); otherwise inconclusive, with the
-    reason.
+    REGRESSION: the change is beyond the threshold on the worse side and significant there (and,
+    at a capped threshold, beyond what process noise reaches: ``Threshold.noise``; short of it
+    the row is inconclusive); improved: the same on the better side (``better_level``:
+    improvements fail nothing, so they are held to Bonferroni's level, outside Holm's family);
+    pass: the interval's bound on the worse side is within the threshold (non-inferiority);
+    otherwise inconclusive, with the reason.
     """
     worse, bound = ev.worse(metric.higher_is_worse)
     scale = abs(base)
@@ -187,14 +188,27 @@ def decide(
         return x > threshold.rel and x * scale > threshold.floor
 
     if not ev.tested:
+        if beyond(worse) and worse <= threshold.noise:
+            return INCONCLUSIVE, _within_noise(ev, threshold)
         return (REGRESSION if beyond(worse) else IMPROVED if beyond(-worse) else PASS), ""
     if beyond(worse) and ev.p_worse is not None and ev.p_worse < level:
-        return REGRESSION, ""
+        if worse > threshold.noise:
+            return REGRESSION, ""
+        return INCONCLUSIVE, _within_noise(ev, threshold)
     if beyond(-worse) and ev.p_better is not None and ev.p_better < better_level:
         return IMPROVED, ""
     if bound is not None and not beyond(bound):
         return PASS, ""
     return INCONCLUSIVE, _undecided(ev, worse, bound, threshold, level)
+
+
+def _within_noise(ev: Evidence, threshold: Threshold) -> str:
+    return (
+        f"{ev.change:+.1%} is beyond the {threshold.rel:.1%} threshold (capped) but within the "
+        f"{threshold.noise:.0%} that this benchmark's processes spread over: no evidence beyond "
+        "process noise; recalibrate on a quiet machine, or judge several processes a side "
+        "(gpt2-bench ab --repeats)"
+    )
 
 
 def _undecided(

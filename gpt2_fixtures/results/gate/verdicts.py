@@ -33,6 +33,10 @@ class Threshold:
     rel: float  # fraction of the baseline: 0.10 is 10%
     floor: float = 0.0  # absolute, in the metric's unit (MB, ms, tok/s, ...)
     why: str = field(default="", compare=False)  # where a calibrated value came from
+    # A capped threshold's uncapped value: how far process noise alone reaches on this
+    # benchmark. A change between the threshold and it is no evidence of a regression
+    # (stats.decide); 0: the threshold itself covers the noise.
+    noise: float = field(default=0.0, compare=False)
 
     def __post_init__(self) -> None:
         if not (self.rel >= 0 and self.floor >= 0):
