@@ -335,3 +335,13 @@ def test_step_allocated_mb_counts_the_tensors_a_step_holds_at_its_peak():
     assert memory.step_allocated_mb(lambda: step(extra_mb=40)) == pytest.approx(56.0, 0.001)
     assert memory.step_allocated_mb(lambda: step(early_mb=10)) == pytest.approx(16.0, 0.001)
     assert kept.sum() > 0
+
+
+def test_what_the_process_keeps_for_good_is_frozen_once(monkeypatch):
+    """gc.freeze before the first model: later untimed collections skip the startup objects."""
+    froze = []
+    monkeypatch.setattr(memory, "_kept", False)
+    monkeypatch.setattr(memory.gc, "freeze", lambda: froze.append(True))
+    memory.keep_for_good()
+    memory.keep_for_good()
+    assert froze == [True]

@@ -27,7 +27,7 @@ from gpt2_fixtures.bench import (
 from gpt2_fixtures.bench.environment import device_name
 from gpt2_fixtures.bench.errors import first_line
 from gpt2_fixtures.bench.measure import CountedStep, Job, Measured, RoundHooks, measure_case
-from gpt2_fixtures.bench.memory import MB, memory_tracker, resident_mb, trim_heap
+from gpt2_fixtures.bench.memory import MB, keep_for_good, memory_tracker, resident_mb, trim_heap
 from gpt2_fixtures.bench.prepare import attention_kernel, prepare
 from gpt2_fixtures.bench.settings import Settings, SettingsError
 from gpt2_fixtures.config import Case
@@ -110,6 +110,7 @@ class Workbench:
             # loaded before the footprint's base is read.
             self.blocks(case.seq_len)
             models.import_model_code(self.config_of(spec), case.optimization)
+            keep_for_good()  # once a process, before its first model
             self._base_mb = resident_mb(self.settings.device)
             built = models.build(spec, case.optimization, self.config_of(spec))
             self._model_n_params = models.n_params(built)
