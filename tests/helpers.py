@@ -75,6 +75,22 @@ class FakeBenchmark:
         self.stats = SimpleNamespace(stats=SimpleNamespace(data=data))
 
 
+def count_profile_passes(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Record every profiler pass of a step (``counters.profile_step``): one entry per pass, its
+    ``cuda`` flag."""
+    from gpt2_fixtures.bench import counters
+
+    passes: list[bool] = []
+    real = counters.profile_step
+
+    def counting(step: Any, cuda: bool = False) -> Any:
+        passes.append(cuda)
+        return real(step, cuda)
+
+    monkeypatch.setattr(counters, "profile_step", counting)
+    return passes
+
+
 def save_checkpoint(path: Path, vocab_size: int | None = None) -> Path:
     """What most training scripts leave: ``save_pretrained`` of the model alone, no tokenizer; the
     tiny preset, or a micro model of another vocabulary."""

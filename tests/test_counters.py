@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import count_profile_passes
 
 from gpt2_fixtures.bench import counters, measure, memory
 from gpt2_fixtures.results.metrics import COUNTERS
@@ -103,14 +104,7 @@ def test_a_real_step_gives_the_same_counters_every_call():
 
 
 def test_step_allocated_mb_and_the_counters_come_from_one_profiler_pass(monkeypatch):
-    passes = []
-    real = counters.profile_step
-
-    def counting(step, cuda=False):
-        passes.append(cuda)
-        return real(step, cuda)
-
-    monkeypatch.setattr(counters, "profile_step", counting)
+    passes = count_profile_passes(monkeypatch)
     tracker = memory.CpuRssTracker()
     if tracker.kind != "cpu_rss":
         pytest.skip("no resettable resident peak here (/proc/self/clear_refs)")

@@ -4,9 +4,9 @@ benchmark records, and from which rounds (no timing is asserted: the times are m
 import statistics
 
 import pytest
-from helpers import FakeBenchmark
+from helpers import FakeBenchmark, count_profile_passes
 
-from gpt2_fixtures.bench import counters, distill, generation, memory, settings, steps
+from gpt2_fixtures.bench import distill, generation, memory, settings, steps
 from gpt2_fixtures.bench import workbench as workbench_module
 from gpt2_fixtures.bench.workbench import Workbench
 from gpt2_fixtures.config import Case, parse_optimization
@@ -70,14 +70,7 @@ def test_distill_teacher_share_comes_from_the_timed_rounds_only(bench):
 
 
 def test_one_profiled_step_gives_the_counters_and_the_attention_kernel(bench, monkeypatch):
-    passes = []
-    real = counters.profile_step
-
-    def counting(step, cuda=False):
-        passes.append(cuda)
-        return real(step, cuda)
-
-    monkeypatch.setattr(counters, "profile_step", counting)
+    passes = count_profile_passes(monkeypatch)
     case = Case("infer", SDPA, 1, 16)
     model = bench.model(case)
     step, _ = steps.infer_step(model, bench.batch(case), SDPA, "cpu")
