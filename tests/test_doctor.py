@@ -379,3 +379,17 @@ def test_real_doctor_on_this_cpu(tmp_path: Path) -> None:
         assert len(record["probe"]["cases"]) == 2, probe
         assert "CV" in probe["found"]
     assert md.read_text(encoding="utf-8").startswith("### gpt2-bench doctor (cpu)")
+
+
+def test_a_guest_that_reports_free_memory_to_its_host_is_warned(tmp_path: Path) -> None:
+    """virtio-balloon free page reporting: every process starts on memory the host backs
+    again, and identical processes run at other speeds."""
+    counter = tmp_path / "reported_kib"
+    counter.write_text("101866396\n")
+    assert doctor_facts.reported_free_kib(str(counter)) == 101866396
+    assert doctor_facts.reported_free_kib(str(tmp_path / "absent")) is None
+    warned = doctor_checks.host_memory(_cpu(reported_free_kib=101866396))
+    assert warned.status == doctor_checks.WARN and "97 GiB so far" in warned.found
+    assert "calibrated from 5+ processes" in warned.fix
+    assert doctor_checks.host_memory(_cpu()).status == doctor_checks.OK
+    assert doctor_checks.host_memory(_cpu(reported_free_kib=0)).status == doctor_checks.OK

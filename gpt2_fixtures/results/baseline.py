@@ -109,9 +109,9 @@ def pool_results(
         pooled[samples.CALIBRATION_KEY] = {
             "processes": len(docs),
             "spread_from": [label for label, _ in kept],
-            "spread": "1.4826 x the median absolute deviation over processes (sample std of "
-            "two) of each process's median of rounds (its extra_info value where no rounds), "
-            "as a fraction of their median",
+            "spread": "the sample standard deviation over the processes in spread_from of each "
+            "process's median of rounds (its extra_info value where no rounds), as a fraction "
+            "of their mean",
             "benchmarks": {
                 f: _spreads(v) for f, v in pooling.by_fullname([d for _, d in kept]).items()
             },

@@ -78,6 +78,9 @@ class CpuFacts:
     ld_preload: str | None
     malloc_env: tuple[str, ...]  # MALLOC_* variables that change glibc's behaviour
     cuda_alloc_conf: str | None  # PYTORCH_CUDA_ALLOC_CONF / PYTORCH_ALLOC_CONF
+    # KiB of free memory this (virtual) machine has reported to its host so far (Linux
+    # page_reporting, virtio-balloon free page reporting); None where the kernel does not report
+    reported_free_kib: int | None = None
 
 
 def _version_tuple(text: str | None) -> tuple[int, ...] | None:
@@ -307,6 +310,25 @@ def allocator(c: CpuFacts, malloc_mode: str, on_cuda: bool) -> Check:
         fix = "results are comparable only with a baseline made under the same allocator settings"
         return Check("allocator", WARN, found + "; " + ", ".join(changed), fix)
     return Check("allocator", OK, found + ("; CUDA caching allocator defaults" if on_cuda else ""))
+
+
+def host_memory(c: CpuFacts) -> Check:
+    """A guest that reports its free memory to the host (virtio-balloon free page reporting):
+    the host discards those pages and backs them again when a process touches them, so each new
+    process starts on memory in another state, and identical processes run at other speeds.
+    Measured on such a VM (docs/gate.md, "Figures"): int8 inference at 1 x 64 ran 7-14.5 ms in
+    fresh processes of the same code."""
+    if not c.reported_free_kib:
+        return Check("host memory", OK, "no free memory reported to a host")
+    found = (
+        f"free memory is reported to the host (page_reporting: {c.reported_free_kib / 2**20:.0f} "
+        "GiB so far): each process starts on memory the host backs again"
+    )
+    fix = (
+        "identical processes differ here: gate against a baseline calibrated from 5+ processes "
+        "and pool the current side too, or use a machine without free page reporting"
+    )
+    return Check("host memory", WARN, found, fix)
 
 
 def worst(checks: Sequence[Check]) -> Status:

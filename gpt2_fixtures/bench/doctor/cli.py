@@ -66,7 +66,7 @@ def gather_checks(requested: str) -> tuple[list[Check], dict[str, Any]]:
             checks.persistence(g),
             checks.clocks(g),
         ]
-    rows += [checks.cpu_load(c), checks.governor(c), checks.threads(t, c)]
+    rows += [checks.cpu_load(c), checks.governor(c), checks.threads(t, c), checks.host_memory(c)]
     rows.append(checks.allocator(c, _malloc_mode(), wants_cuda))
     return rows, {"device": device, "torch": _plain(t), "gpu": _plain(g), "cpu": _plain(c)}
 

@@ -242,6 +242,16 @@ def governors(root: str = "/sys/devices/system/cpu") -> tuple[str, ...]:
     return tuple(g for g in (_read(str(f)).strip() for f in files) if g)
 
 
+REPORTED_KIB = "/sys/module/page_reporting/parameters/reported_kib"
+
+
+def reported_free_kib(path: str = REPORTED_KIB) -> int | None:
+    """KiB of free memory the kernel has reported to its hypervisor (Linux mm/page_reporting.c,
+    exposed by kernels that carry the counter); None when absent or unreadable."""
+    text = _read(path).strip()
+    return int(text) if text.isdigit() else None
+
+
 def cpu_facts(env: Mapping[str, str] = os.environ) -> CpuFacts:
     try:
         load: float | None = os.getloadavg()[0]
@@ -258,6 +268,7 @@ def cpu_facts(env: Mapping[str, str] = os.environ) -> CpuFacts:
         ld_preload=env.get("LD_PRELOAD"),
         malloc_env=malloc_env,
         cuda_alloc_conf=env.get("PYTORCH_CUDA_ALLOC_CONF") or env.get("PYTORCH_ALLOC_CONF"),
+        reported_free_kib=reported_free_kib(),
     )
 
 
