@@ -11,6 +11,11 @@ from helpers import FakeBenchmark
 from gpt2_fixtures.bench import counters, measure, memory
 
 
+def settled(*args, **kwargs):
+    """The extra_info keys of memory.settle (without its profile)."""
+    return memory.settle(*args, **kwargs)[0]
+
+
 class FakeMemory:
     kind = "fake"
 
@@ -110,7 +115,7 @@ def test_settled_memory_reads_one_peak_per_untimed_step():
     tracker = FakeMemory([*peaks, 999.0])  # 999: a read after the settled rounds, never taken
     tracker.kind = "cpu_rss"
     calls = []
-    info = memory.settled_memory(lambda: calls.append(tracker.resets), tracker)
+    info = settled(lambda: calls.append(tracker.resets), tracker)
     # every step runs right after its own reset; then one profiled step (step_allocated_mb)
     assert calls == [*range(1, memory.SETTLED_ROUNDS + 1), memory.SETTLED_ROUNDS]
     assert info["step_allocated_mb"] == 0.0  # the step allocated no tensor
@@ -121,7 +126,7 @@ def test_settled_memory_reads_one_peak_per_untimed_step():
 def test_settled_memory_combines_ranks_before_the_statistics():
     tracker = FakeMemory([500.0] * memory.SETTLED_ROUNDS)
     tracker.kind = "cpu_rss"
-    info = memory.settled_memory(lambda: None, tracker, reduce=lambda p: [x + 100 for x in p])
+    info = settled(lambda: None, tracker, reduce=lambda p: [x + 100 for x in p])
     assert info == {
         "peak_memory_mb": 600.0,
         "peak_memory_mb_std": 0.0,
@@ -144,7 +149,7 @@ def test_settled_memory_on_cuda_reads_reserved_too(monkeypatch):
         return counters.from_events(["aten::mm"], [], [("kernel", "gemm")], cuda=cuda)
 
     monkeypatch.setattr(counters, "profile_step", fake_profile)
-    info = memory.settled_memory(lambda: None, tracker)
+    info = settled(lambda: None, tracker)
     assert info["peak_memory_mb"] == 310.0 and info["peak_reserved_mb"] == 512.0
     assert tracker.resets == memory.SETTLED_ROUNDS
     # the profiled step (CUDA activities on) starts from released memory too; no
@@ -174,7 +179,7 @@ def test_round_hooks_release_the_control_before_the_settled_steps():
 def test_settled_memory_footprint_is_the_peak_above_the_base():
     tracker = FakeMemory([550.0, 525.0, 500.0, 500.0, 500.0][: memory.SETTLED_ROUNDS])
     tracker.kind = "cpu_rss"
-    info = memory.settled_memory(lambda: None, tracker, base_mb=420.0)
+    info = settled(lambda: None, tracker, base_mb=420.0)
     assert info["footprint_memory_mb"] == pytest.approx(130.0)
     assert info["footprint_memory_mb_std"] == pytest.approx(info["peak_memory_mb_std"])
 
@@ -188,7 +193,7 @@ def test_settled_footprint_is_reduced_per_rank_before_the_max():
         seen.append(list(values))
         return [v + 1 for v in values]
 
-    info = memory.settled_memory(lambda: None, tracker, reduce=reduce, base_mb=400.0)
+    info = settled(lambda: None, tracker, reduce=reduce, base_mb=400.0)
     assert seen[0] == [100.0] * memory.SETTLED_ROUNDS  # this rank's own footprints
     assert info["footprint_memory_mb"] == 101.0 and info["peak_memory_mb"] == 501.0
 
@@ -255,7 +260,7 @@ def test_measure_case_reduces_every_per_round_value_across_ranks():
 def test_settled_memory_leaves_lifetime_peaks_alone():
     tracker = FakeMemory([])
     tracker.kind = "cpu_rss_lifetime"
-    assert memory.settled_memory(lambda: pytest.fail("no extra step"), tracker) == {}
+    assert settled(lambda: pytest.fail("no extra step"), tracker) == {}
 
 
 FAULTS_PER_STEP = """

@@ -1,5 +1,5 @@
 """Exact counters of a step: operators, host syncs, allocations, CUDA kernel launches from the
-one profiled untimed step (``memory.settled_memory``), and torch.compile's graphs, graph breaks
+one profiled untimed step (``memory.settle``), and torch.compile's graphs, graph breaks
 and recompiles over a case's warmup and timed rounds (docs/measuring.md, "Exact counters").
 
 The counting is pure (``StepProfile.counters``, ``CompileMark``) and tested on fake events; the

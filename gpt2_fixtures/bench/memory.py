@@ -189,16 +189,6 @@ def _same(values: list[float]) -> list[float]:
     return values
 
 
-def settled_memory(
-    step: Callable[[], None],
-    tracker: MemoryTracker,
-    reduce: Reduce | None = None,
-    base_mb: float | None = None,
-) -> dict[str, Any]:
-    """The ``extra_info`` keys of ``settle``."""
-    return settle(step, tracker, reduce, base_mb)[0]
-
-
 def settle(
     step: Callable[[], None],
     tracker: MemoryTracker,

@@ -171,7 +171,7 @@ def compare(baseline: Result, current: Result, settings: GateSettings | None = N
     rows.extend(_absent_row(b, b["fullname"] in deselected, settings) for b in absent)
     notes = [
         *_basis_notes(bases_used),
-        *_calibration_notes(baseline, current),
+        *_calibration_notes(baseline, pooled),
         *_shard_notes(current),
     ]
     if m > 1:
@@ -268,24 +268,18 @@ def _shard_notes(current: Result) -> list[str]:
     return [f"shard {absent} never arrived: its cases are missing, not deselected"]
 
 
-def _calibration_notes(baseline: Result, current: Result) -> list[str]:
-    section = samples.calibration(baseline)
-    if section is None:
+def _calibration_notes(baseline: Result, pooled: int) -> list[str]:
+    """``pooled``: the processes the current run was pooled from (``processes``)."""
+    if samples.calibration(baseline) is None:
         return [
             "baseline is uncalibrated (one process): thresholds are the configured ones; "
             "`gpt2-bench baseline R1 R2 R3 OUT` pools separate runs into a calibrated baseline"
         ]
-    m = processes(current)
-    if m == 1:
-        return [
-            f"baseline calibrated from {section.get('processes')} processes: threshold per "
-            "benchmark = max(the configured effect, k x its between-process spread x "
-            "sqrt(1 + 1/processes))"
-        ]
+    n = processes(baseline)
+    current = f", the current run pooled from {pooled}" if pooled > 1 else ""
     return [
-        f"baseline calibrated from {section.get('processes')} processes, the current run pooled "
-        f"from {m}: threshold per benchmark = max(the configured effect, k x the baseline's "
-        f"between-process spread x sqrt(1/{m} + 1/{section.get('processes')}))"
+        f"baseline calibrated from {n} processes{current}: threshold per benchmark = max(the "
+        f"configured effect, k x the baseline's between-process spread x sqrt(1/{pooled} + 1/{n}))"
     ]
 
 

@@ -187,14 +187,13 @@ def decide(
     def beyond(x: float) -> bool:
         return x > threshold.rel and x * scale > threshold.floor
 
-    if not ev.tested:
-        if beyond(worse) and worse <= threshold.noise:
-            return INCONCLUSIVE, _within_noise(ev, threshold)
-        return (REGRESSION if beyond(worse) else IMPROVED if beyond(-worse) else PASS), ""
-    if beyond(worse) and ev.p_worse is not None and ev.p_worse < level:
+    significant = not ev.tested or (ev.p_worse is not None and ev.p_worse < level)
+    if beyond(worse) and significant:
         if worse > threshold.noise:
             return REGRESSION, ""
         return INCONCLUSIVE, _within_noise(ev, threshold)
+    if not ev.tested:
+        return (IMPROVED if beyond(-worse) else PASS), ""
     if beyond(-worse) and ev.p_better is not None and ev.p_better < better_level:
         return IMPROVED, ""
     if bound is not None and not beyond(bound):
