@@ -175,9 +175,10 @@ def decide(
     """The one decision rule (docs/gate.md): (verdict, reason).
 
     REGRESSION: the change is beyond the threshold on the worse side and significant there (and,
-    at a capped threshold, beyond what process noise reaches: ``Threshold.noise``; short of it
-    the row is inconclusive); improved: the same on the better side (``better_level``:
-    improvements fail nothing, so they are held to Bonferroni's level, outside Holm's family);
+    where the threshold carries one, beyond what process noise reaches: ``Threshold.noise``, a
+    capped calibrated threshold's or one process a side's; short of it the row is inconclusive);
+    improved: the same on the better side (``better_level``: improvements fail nothing, so they
+    are held to Bonferroni's level, outside Holm's family);
     pass: the interval's bound on the worse side is within the threshold (non-inferiority);
     otherwise inconclusive, with the reason.
     """
@@ -202,6 +203,12 @@ def decide(
 
 
 def _within_noise(ev: Evidence, threshold: Threshold) -> str:
+    if threshold.noise_why:  # a known reach of process noise, not this benchmark's calibration
+        return (
+            f"{ev.change:+.1%} is beyond the {threshold.rel:.1%} threshold but within the "
+            f"{threshold.noise:.0%} that {threshold.noise_why}: no evidence beyond process noise; "
+            "judge it against a calibrated baseline (gpt2-bench baseline with several processes)"
+        )
     return (
         f"{ev.change:+.1%} is beyond the {threshold.rel:.1%} threshold (capped) but within the "
         f"{threshold.noise:.0%} that this benchmark's processes spread over: no evidence beyond "
