@@ -222,3 +222,15 @@ def spawning_functions(path: Path) -> frozenset[str]:
         grown = {n for n, f in funcs.items() if _called_names(f) & spawning} | spawning
         changed, spawning = grown != spawning, grown
     return frozenset(spawning)
+
+
+def load_tool(name: str) -> Any:
+    """A script of tools/ imported as a module (tools/ is not a package)."""
+    import importlib.util
+
+    path = ROOT / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_for_tests", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import count_profile_passes
+from helpers import count_profile_passes, load_tool
 
 from gpt2_fixtures.bench import counters, measure, memory
 from gpt2_fixtures.results.metrics import COUNTERS
@@ -158,7 +158,7 @@ def test_dynamo_marks_count_a_graph_break_and_a_recompile():
 
 
 def test_gate_inject_adds_host_reads_that_the_counters_see() -> None:
-    inject = _load_gate_inject()
+    inject = load_tool("gate_inject")
     assert inject.parse("reads=2, breaks=1") == {"reads": 2.0, "breaks": 1.0}
     step = _small_step()
     step()
@@ -174,7 +174,7 @@ def test_gate_inject_reaches_the_workbench(monkeypatch) -> None:
 
     from gpt2_fixtures.bench import workbench
 
-    inject = _load_gate_inject()
+    inject = load_tool("gate_inject")
     monkeypatch.setenv(inject.ENV, "reads=2")
     monkeypatch.setattr(measure, "measure_case", measure.measure_case)
     monkeypatch.setattr(workbench, "measure_case", workbench.measure_case)
@@ -182,15 +182,3 @@ def test_gate_inject_reaches_the_workbench(monkeypatch) -> None:
     inject.pytest_configure(SimpleNamespace(stash={}))
     assert workbench.measure_case is not original
     assert workbench.measure_case is measure.measure_case
-
-
-def _load_gate_inject():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "tools" / "gate_inject.py"
-    spec = importlib.util.spec_from_file_location("gate_inject_for_counters", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import load_tool
 
 from gpt2_fixtures.results import baseline as bl
 from gpt2_fixtures.results import files, fingerprint, gate
@@ -576,23 +577,13 @@ def test_baseline_command_requires_round_data(tmp_path: Path) -> None:
 # --- tools/gate_quality.py and its injection plugin -------------------------------------------
 
 
-def _load_tool(name: str) -> Any:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, DATA.parents[1] / "tools" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_gate_quality_schedule() -> None:
-    gq = _load_tool("gate_quality")
+    gq = load_tool("gate_quality")
     assert gq.schedule(2, 1) == [("aa", 0), ("slow25", 0), ("slow10", 0), ("mem5", 0), ("aa", 1)]
 
 
 def test_gate_quality_counts_failing_improved_and_caught_rows() -> None:
-    gq = _load_tool("gate_quality")
+    gq = load_tool("gate_quality")
     base = doc(bench("test_infer[a]", data=rounds(0.01, 1)), bench("test_train[b]"))
     same = doc(bench("test_infer[a]", data=rounds(0.01, 2)), bench("test_train[b]"))
     slow = doc(bench("test_infer[a]", data=rounds(0.0125, 3)), bench("test_train[b]"))
@@ -606,7 +597,7 @@ def test_gate_quality_counts_failing_improved_and_caught_rows() -> None:
 
 
 def test_gate_quality_uses_pytest_benchmarks_own_check() -> None:
-    gq = _load_tool("gate_quality")
+    gq = load_tool("gate_quality")
     base = doc(bench(data=[1.0, 1.0, 1.0]))
     assert gq.pytest_benchmark_fails(base, doc(bench(data=[1.06] * 3)), "median:5%") == 1
     assert gq.pytest_benchmark_fails(base, doc(bench(data=[1.04] * 3)), "median:5%") == 0
@@ -615,7 +606,7 @@ def test_gate_quality_uses_pytest_benchmarks_own_check() -> None:
 def test_gate_quality_only_runs_the_kinds_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    gq = _load_tool("gate_quality")
+    gq = load_tool("gate_quality")
     ran: list[str] = []
     monkeypatch.setattr(gq, "run_one", lambda path, *a: ran.append(path.name) or 1.0)
     args = gq.parse_args(["--out", str(tmp_path), "--only", "hog", "--aa", "2", "--inj", "1"])
@@ -627,7 +618,7 @@ def test_gate_quality_only_runs_the_kinds_named(
 
 
 def test_gate_quality_measures_the_hogs_slowdown_from_the_controls() -> None:
-    gq = _load_tool("gate_quality")
+    gq = load_tool("gate_quality")
 
     def run(*controls: float) -> dict[str, Any]:
         names = ("test_infer[a]", "test_train[b]")
@@ -648,7 +639,7 @@ def test_gate_quality_measures_the_hogs_slowdown_from_the_controls() -> None:
 
 
 def test_gate_quality_pins_one_nice_hog_to_each_cpu() -> None:
-    gq = _load_tool("gate_quality")
+    gq = load_tool("gate_quality")
     if not hasattr(os, "sched_getaffinity"):
         pytest.skip("no CPU affinity on this platform")
     cpus = sorted(os.sched_getaffinity(0))
@@ -665,7 +656,7 @@ def test_gate_quality_pins_one_nice_hog_to_each_cpu() -> None:
 def test_gate_inject_parses_and_adds_memory_to_every_step() -> None:
     from gpt2_fixtures.bench import memory
 
-    inject = _load_tool("gate_inject")
+    inject = load_tool("gate_inject")
     assert inject.parse("slow=0.25, mem=0.02") == {"slow": 0.25, "mem": 0.02}
     assert inject.parse("") == {}
     with pytest.raises(pytest.UsageError):
@@ -711,7 +702,7 @@ def test_gpt2_bench_entry_point(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_gate_quality_pools_the_runs_by_three_in_order() -> None:
-    gq = _load_tool("gate_quality")
+    gq = load_tool("gate_quality")
     runs = [doc(bench("test_infer[a]", data=rounds(0.01 * (1 + i / 100), i))) for i in range(7)]
     groups = gq.pooled(runs, "aa")
     assert len(groups) == 2  # the seventh run is left out

@@ -8,13 +8,12 @@ loop" and "Where a run's time goes")."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import pytest_with_tools
+from helpers import load_tool, pytest_with_tools
 
 GRID = ["benchmarks/test_inference.py", "--gpt2-optimizations", "sdpa-fp32,int8"]
 GRID += ["--gpt2-batch-sizes", "1", "--gpt2-seq-lens", "32", "--gpt2-threads", "1"]
@@ -56,15 +55,6 @@ def test_a_ratio_outside_the_band_fails_the_session(tmp_path: Path) -> None:
     assert bare["band"] == [1000.0, 2000.0] and code == 1
 
 
-def _bare_loop_module() -> Any:
-    path = Path(__file__).resolve().parents[1] / "tools" / "bare_loop.py"
-    spec = importlib.util.spec_from_file_location("bare_loop_for_tests", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize(
     ("ratio", "before", "after", "expected"),
     [
@@ -78,4 +68,4 @@ def _bare_loop_module() -> Any:
 def test_a_ratio_is_judged_only_where_the_bare_loop_held_still(
     ratio: float, before: float, after: float, expected: str
 ) -> None:
-    assert _bare_loop_module().verdict(ratio, before, after, (0.9, 1.1), 0.05) == expected
+    assert load_tool("bare_loop").verdict(ratio, before, after, (0.9, 1.1), 0.05) == expected
