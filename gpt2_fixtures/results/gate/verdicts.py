@@ -67,7 +67,7 @@ CALIBRATED_TIME_REL = 0.05
 # blind the gate (a row at the cap says so; docs/gate.md, "Baselines").
 CALIBRATED_CAP = 0.20
 # A CPU's resident readings are not exact: identical processes differ by 1-3% in peak RSS and up
-# to 15% in a case's footprint (where glibc's pages land; docs/gate.md "Memory"), more than three
+# to 19% in a case's footprint (where glibc's pages land; docs/gate.md "Memory"), more than three
 # calibration processes show. They are judged at this at least; step_allocated_mb, exact, keeps 1%.
 RESIDENT_CPU_REL = 0.10
 # Against a baseline of one process, nothing measures how far identical processes differ, and on
