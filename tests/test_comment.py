@@ -99,7 +99,9 @@ def test_run_with_missing_cases_is_never_a_silent_pass() -> None:
 
 @pytest.mark.parametrize(
     ("current", "expected"),
-    [("cur.json", {0, 3}), ("slow.json", {1}), ("short.json", {0, 1, 3})],
+    # slow.json: its time rows are the machine's (control moved), its resident peaks +17-22%
+    # from one process a side: inconclusive, not a regression (docs/gate.md, "Memory")
+    [("cur.json", {0, 3}), ("slow.json", {3}), ("short.json", {0, 1, 3})],
     ids=["pass", "regression", "not-judged"],
 )
 def test_todays_gate_json_renders_with_its_own_verdict(
