@@ -63,7 +63,7 @@ class FakeBenchmark:
         self.stats: Any = None
         self.extra_info: dict[str, Any] = {}
 
-    def pedantic(self, step, setup, teardown, rounds, warmup_rounds, iterations):
+    def pedantic(self, step, setup, teardown, rounds, iterations, warmup_rounds=0):
         assert iterations == 1
         data: list[float] = []
         for i in range(warmup_rounds + rounds):

@@ -63,6 +63,9 @@ def test_train_and_inference_write_results(tmp_path):
         assert (info["loss"] is None) == (info["phase"] == "infer")  # null, not absent
         undocumented = info.keys() - documented_keys()
         assert not undocumented, f"keys missing from the README: {sorted(undocumented)}"
+        # the default round budget planned every case from its warm step, capped at 2 rounds
+        assert info["warm_step_s"] > 0 and b["stats"]["rounds"] == 2
+        assert info["rounds_why"].startswith("budget 2.5 s / warm step "), info["rounds_why"]
 
 
 def test_autosave_then_compare_fail(tmp_path):

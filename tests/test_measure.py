@@ -110,8 +110,19 @@ def test_memory_tracker_kind_per_device():
     assert memory.CudaMemoryTracker.kind == "cuda_allocated"
 
 
-def test_settled_memory_reads_one_peak_per_untimed_step():
-    peaks = [550.0, 500.0, 525.0, 500.0, 510.0][: memory.SETTLED_ROUNDS]
+def test_one_settled_step_reads_a_peak_and_no_spread():
+    assert memory.SETTLED_ROUNDS == 1  # 0.5.2: the harness's largest part, halved
+    tracker = FakeMemory([520.0, 999.0])
+    tracker.kind = "cpu_rss"
+    info = settled(lambda: None, tracker, base_mb=500.0)
+    assert info["peak_memory_mb"] == 520.0 and info["footprint_memory_mb"] == 20.0
+    # one process's one step measures no spread: null, not a made-up 0
+    assert info["peak_memory_mb_std"] is None and info["footprint_memory_mb_std"] is None
+
+
+def test_settled_memory_reads_one_peak_per_untimed_step(monkeypatch):
+    monkeypatch.setattr(memory, "SETTLED_ROUNDS", 3)
+    peaks = [550.0, 500.0, 525.0]
     tracker = FakeMemory([*peaks, 999.0])  # 999: a read after the settled rounds, never taken
     tracker.kind = "cpu_rss"
     calls = []
@@ -129,7 +140,7 @@ def test_settled_memory_combines_ranks_before_the_statistics():
     info = settled(lambda: None, tracker, reduce=lambda p: [x + 100 for x in p])
     assert info == {
         "peak_memory_mb": 600.0,
-        "peak_memory_mb_std": 0.0,
+        "peak_memory_mb_std": None,
         "step_allocated_mb": 100.0,
         # the profiled step's totals go through the same reduction (one call for all of them)
         "ops_per_step": 100,
@@ -140,6 +151,7 @@ def test_settled_memory_combines_ranks_before_the_statistics():
 
 
 def test_settled_memory_on_cuda_reads_reserved_too(monkeypatch):
+    monkeypatch.setattr(memory, "SETTLED_ROUNDS", 2)
     tracker = FakeMemory([300.0, 310.0, 300.0, 300.0, 300.0], reserved=512.0)
     tracker.kind = "cuda_allocated"
     profiled = []
@@ -173,10 +185,11 @@ def test_round_hooks_release_the_control_before_the_settled_steps():
     # no step ran beside the control's tensors: the five settled ones nor the profiled one
     assert seen == [None] * (memory.SETTLED_ROUNDS + 1)
     assert info["step_allocated_mb"] == 0.0 and info["ops_per_step"] == 0
-    assert info["peak_memory_mb"] == 400.0 and info["peak_memory_mb_std"] == 0.0
+    assert info["peak_memory_mb"] == 400.0 and info["peak_memory_mb_std"] is None
 
 
-def test_settled_memory_footprint_is_the_peak_above_the_base():
+def test_settled_memory_footprint_is_the_peak_above_the_base(monkeypatch):
+    monkeypatch.setattr(memory, "SETTLED_ROUNDS", 2)
     tracker = FakeMemory([550.0, 525.0, 500.0, 500.0, 500.0][: memory.SETTLED_ROUNDS])
     tracker.kind = "cpu_rss"
     info = settled(lambda: None, tracker, base_mb=420.0)
@@ -229,7 +242,8 @@ def test_measure_case_picks_the_timed_calls_out_of_every_call_of_the_step():
     tracker = FakeMemory([1.0] * 20)
     tracker.kind = "cpu_rss"
     hooks = measure.RoundHooks(tracker, control=None)
-    m = measure.measure_case(FakeBenchmark(), counted, hooks, (3, 2), (1, 8), base_mb=0.5)
+    plan = measure.RoundPlan(most=3, warmup=2)
+    m = measure.measure_case(FakeBenchmark(), counted, hooks, plan, (1, 8), base_mb=0.5)
     # 1 prepare + 2 warmup + 3 timed + 5 settled memory steps + 1 profiled for allocations
     assert counted.calls == len(records) == 1 + 2 + 3 + memory.SETTLED_ROUNDS + 1
     assert m.timed == range(3, 6)
@@ -251,10 +265,88 @@ def test_measure_case_reduces_every_per_round_value_across_ranks():
         calls.append(len(values))
         return [v * 2 for v in values]
 
-    m = measure.measure_case(FakeBenchmark(), counted, hooks, (2, 0), (1, 1), reduce=reduce)
+    plan = measure.RoundPlan(most=2, warmup=0)
+    m = measure.measure_case(FakeBenchmark(), counted, hooks, plan, (1, 1), reduce=reduce)
     assert m.times == pytest.approx([0.2, 0.4])  # the job's rounds: the slowest rank's
     assert hooks.peaks_mb == [2.0, 2.0]
     assert m.info["peak_memory_mb"] == 2.0 and m.info["footprint_memory_mb"] is None
+    assert m.info["rounds_why"] == "fixed: 2 rounds (no round budget)"
+
+
+@pytest.mark.parametrize(
+    ("budget", "warm_s", "rounds", "why"),
+    [
+        (2.0, 0.8, 10, "budget 2 s / warm step 800.0 ms = 3 rounds, raised to the minimum 10"),
+        (2.0, 0.15, 14, "budget 2 s / warm step 150.0 ms = 14 rounds"),
+        (2.0, 0.024, 20, "budget 2 s / warm step 24.0 ms = 84 rounds, capped at 20"),
+        (2.0, 0.1, 20, "budget 2 s / warm step 100.0 ms = 20 rounds"),
+        (None, 0.8, 20, "fixed: 20 rounds (no round budget)"),
+        (0.0, 0.8, 20, "fixed: 20 rounds (no round budget)"),
+        (2.0, None, 20, "fixed: 20 rounds (no warmup round to plan from)"),
+    ],
+)
+def test_a_round_budget_gives_long_steps_fewer_rounds_within_the_bounds(
+    budget, warm_s, rounds, why
+):
+    plan = measure.RoundPlan(most=20, warmup=2, budget_s=budget, least=10)
+    assert plan.rounds(warm_s) == (rounds, why)
+
+
+def test_the_minimum_never_exceeds_the_most_rounds():
+    plan = measure.RoundPlan(most=3, warmup=1, budget_s=2.0, least=10)
+    assert plan.rounds(5.0) == (
+        3,
+        "budget 2 s / warm step 5000.0 ms = 1 rounds, raised to the minimum 3",
+    )
+
+
+class FakeClock:
+    """perf_counter that advances by the step's declared seconds (no real timing)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_measure_case_plans_its_rounds_from_the_last_warmup_step(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(measure.time, "perf_counter", clock)
+    durations = iter([3.0, 0.5])  # a cold first warmup step, then a warm one
+
+    def step():
+        clock.now += next(durations, 0.5)
+
+    counted = measure.CountedStep(step)
+    tracker = FakeMemory([1.0] * 30)
+    tracker.kind = "cpu_rss"
+    hooks = measure.RoundHooks(tracker, control=None)
+    plan = measure.RoundPlan(most=8, warmup=2, budget_s=2.0, least=3)
+    m = measure.measure_case(FakeBenchmark(), counted, hooks, plan, (1, 1))
+    assert len(m.times) == 4  # 2 s / 0.5 s, not the cold 3 s nor --gpt2-rounds' 8
+    assert m.info["warm_step_s"] == pytest.approx(0.5)
+    assert m.info["rounds_why"] == "budget 2 s / warm step 500.0 ms = 4 rounds"
+    assert m.timed == range(2, 6)  # after the two warmup calls
+    assert len(hooks.measured(hooks.peaks_mb, 4)) == 4
+
+
+def test_ranks_plan_from_the_slowest_rank_warm_step(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(measure.time, "perf_counter", clock)
+
+    def step():
+        clock.now += 0.25
+
+    tracker = FakeMemory([1.0] * 30)
+    tracker.kind = "cpu_rss"
+    hooks = measure.RoundHooks(tracker, control=None)
+    plan = measure.RoundPlan(most=8, warmup=1, budget_s=2.0, least=2)
+    m = measure.measure_case(
+        FakeBenchmark(), measure.CountedStep(step), hooks, plan, (1, 1),
+        reduce=lambda values: [v * 2 for v in values],  # another rank twice as slow
+    )  # fmt: skip
+    assert m.info["warm_step_s"] == pytest.approx(0.5) and len(m.times) == 4
 
 
 def test_settled_memory_leaves_lifetime_peaks_alone():

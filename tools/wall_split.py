@@ -6,8 +6,9 @@ table and, when ``WALL_SPLIT_JSON`` is set, writes it there:
 
 - ``timed``: the measured rounds, pytest-benchmark's own per-round times (``stats.data``);
 - ``control``: the control workload before every round, warmup rounds included;
-- ``warmup``: the rest of ``benchmark.pedantic`` (warmup rounds, the memory reset and read
-  around each round, pytest-benchmark's bookkeeping);
+- ``warmup``: the warmup rounds (``measure.warm_up``, less their control runs) and the rest of
+  ``benchmark.pedantic`` (the memory reset and read around each round, pytest-benchmark's
+  bookkeeping);
 - ``settled``: the untimed settled memory steps; ``profiled``: the one profiled step (exact
   counters, step_allocated_mb); ``prepare``: compile calls and the attention-kernel profile;
   ``build``: models (and the teacher) built, data packed; ``control_build``: the control
@@ -65,11 +66,27 @@ def pedantic(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def warm_up(func: Callable[..., Any]) -> Callable[..., Any]:
+    """measure.warm_up: its time, less the control runs inside it."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start, control = time.perf_counter(), SECONDS["control"]
+        try:
+            return func(*args, **kwargs)
+        finally:
+            spent = time.perf_counter() - start
+            SECONDS["warmup"] += spent - (SECONDS["control"] - control)
+
+    return wrapper
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     START["session"] = time.perf_counter()
     from gpt2_fixtures.bench import controls, counters, measure, memory, prepare, workbench
 
     measure.run_pedantic = pedantic(measure.run_pedantic)
+    measure.warm_up = warm_up(measure.warm_up)
     for cls in (controls.TwinControl, controls.MatmulControl):
         cls.run = timed("control", cls.run)  # type: ignore[method-assign]
     memory.settled_peaks = timed("settled", memory.settled_peaks)

@@ -10,7 +10,9 @@ sequence, for one device and for a job of ranks (``Job``, distributed.py) alike.
 
 from __future__ import annotations
 
+import math
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -148,21 +150,59 @@ def round_metrics(
     }
 
 
+@dataclass(frozen=True)
+class RoundPlan:
+    """How many rounds a case times. With a budget, a case gets ``ceil(budget / warm step)``
+    rounds, within [``least``, ``most``]: the long cases, which hold most of a grid's time, stop
+    at ``least`` while short ones keep ``most`` (pytest-benchmark's ``--benchmark-max-time`` idea,
+    planned once from the last warmup step; docs/measuring.md, "Rounds"). Without a budget (None or
+    0) or a warmup round to time, every case gets ``most``."""
+
+    most: int
+    warmup: int
+    budget_s: float | None = None
+    least: int = 10
+
+    def rounds(self, warm_s: float | None) -> tuple[int, str]:
+        """(rounds, why): the count for a case whose warm step took ``warm_s`` seconds."""
+        if not self.budget_s:
+            return self.most, f"fixed: {self.most} rounds (no round budget)"
+        if warm_s is None or warm_s <= 0:
+            return self.most, f"fixed: {self.most} rounds (no warmup round to plan from)"
+        least = min(self.least, self.most)
+        want = math.ceil(self.budget_s / warm_s)
+        rounds = min(self.most, max(least, want))
+        why = f"budget {self.budget_s:g} s / warm step {warm_s * 1e3:.1f} ms = {want} rounds"
+        if want < least:
+            why += f", raised to the minimum {least}"
+        elif want > self.most:
+            why += f", capped at {self.most}"
+        return rounds, why
+
+
+def warm_up(run: Callable[[], None], hooks: RoundHooks, rounds: int) -> float | None:
+    """Warmup rounds through the same hooks as timed ones (control, memory reset); returns the
+    last one's seconds (the step ends in a device synchronize), None without warmup."""
+    seconds = None
+    for _ in range(rounds):
+        hooks.setup()
+        start = time.perf_counter()
+        run()
+        seconds = time.perf_counter() - start
+        hooks.teardown()
+    return seconds
+
+
 def run_pedantic(
     benchmark: Any,
     step: Callable[[], None],
     hooks: RoundHooks,
     rounds: int,
-    warmup_rounds: int,
 ) -> list[float] | None:
-    """Time ``step`` with pytest-benchmark; returns the per-round seconds (None if disabled)."""
+    """Time ``step`` with pytest-benchmark; returns the per-round seconds (None if disabled).
+    The warmup ran before (``warm_up``), through the same hooks."""
     benchmark.pedantic(
-        step,
-        setup=hooks.setup,
-        teardown=hooks.teardown,
-        rounds=rounds,
-        warmup_rounds=warmup_rounds,
-        iterations=1,
+        step, setup=hooks.setup, teardown=hooks.teardown, rounds=rounds, iterations=1
     )
     stats = getattr(benchmark, "stats", None)
     if stats is None:  # --benchmark-disable: the step ran once, untimed
@@ -231,7 +271,7 @@ def measure_case(
     benchmark: Any,
     step: CountedStep,
     hooks: RoundHooks,
-    plan: tuple[int, int],
+    plan: RoundPlan,
     work: tuple[int, int],
     *,
     timed_step: Callable[[], None] | None = None,
@@ -241,13 +281,19 @@ def measure_case(
     """The measuring sequence of every case: timed rounds through the hooks, per-round metrics,
     then the settled memory steps.
 
-    ``plan``: (rounds, warmup rounds); ``work``: (samples, tokens) of one step. ``timed_step``
+    ``plan``: warmup and how many rounds; ``work``: (samples, tokens) of one step. ``timed_step``
     (default ``step``) is what a round runs, e.g. the step and a barrier; it must call ``step``
-    once. ``reduce`` combines per-round values across ranks (distributed.py); ``base_mb`` is the
-    base of the footprint (``resident_mb``)."""
-    rounds, warmup = plan
+    once. ``reduce`` combines per-round values across ranks (distributed.py: the slowest rank's
+    warm step plans the rounds of all); ``base_mb`` is the base of the footprint
+    (``resident_mb``)."""
     run = timed_step or step
-    times = run_pedantic(benchmark, run, hooks, rounds, warmup)
+    warm_s = None
+    if not getattr(benchmark, "disabled", False):  # disabled: pedantic runs the step once
+        warm_s = warm_up(run, hooks, plan.warmup)
+    if warm_s is not None and reduce is not None:
+        warm_s = reduce([warm_s])[0]
+    rounds, why = plan.rounds(warm_s)
+    times = run_pedantic(benchmark, run, hooks, rounds)
     stop = step.calls
     if times is None:
         return Measured(None, {}, range(stop, stop), step.calls)
@@ -256,6 +302,7 @@ def measure_case(
         hooks.reduce(reduce)
         times = reduce(times)
     info = round_metrics(times, work[0], work[1], hooks)
+    info |= {"warm_step_s": warm_s, "rounds_why": why}
     info.update(hooks.settled_memory(run, reduce, base_mb))
     return Measured(times, info, timed, step.calls)
 

@@ -20,10 +20,12 @@ from gpt2_fixtures.bench import counters
 
 MB = 1024 * 1024
 # Untimed steps that read the memory peak (see settled_peaks); the recorded peak is their max.
-# Two, not five as up to 0.4: a round costs as much as a timed one (26.6 s of the one-thread
-# default grid's 199 s with five), and the gate judges the peak against its spread between
-# processes (calibration), which two rounds' max carries as well; their std is a rough figure.
-SETTLED_ROUNDS = 2
+# One since 0.5.2 (five up to 0.4, two in 0.5.0-0.5.1): each starts from a released heap and
+# costs about 1.5 timed steps (13 s of the one-thread default grid with two, the largest part
+# of the harness once the round budget cut the rounds), and the gate judges the peak against
+# its spread between processes (calibration), which one settled step carries as well. The
+# `_std` keys are null with one step: one process's steps give no spread.
+SETTLED_ROUNDS = 1
 
 
 class MemoryTracker(Protocol):
@@ -161,7 +163,7 @@ def malloc_setting() -> str:
 
 
 def settled_peaks(
-    step: Callable[[], None], tracker: MemoryTracker, rounds: int = SETTLED_ROUNDS
+    step: Callable[[], None], tracker: MemoryTracker, rounds: int | None = None
 ) -> tuple[list[float], list[float]]:
     """Peaks (and reserved peaks, CUDA) of ``rounds`` extra untimed steps, each started from
     released memory: a trimmed heap on a CPU, an emptied cache on CUDA.
@@ -171,7 +173,7 @@ def settled_peaks(
     """
     peaks: list[float] = []
     reserved: list[float] = []
-    for _ in range(rounds):
+    for _ in range(rounds or SETTLED_ROUNDS):
         tracker.release()
         tracker.reset()
         step()
@@ -187,6 +189,11 @@ Reduce = Callable[[list[float]], list[float]]
 
 def _same(values: list[float]) -> list[float]:
     return values
+
+
+def _std(values: list[float]) -> float | None:
+    """The sample std of the settled peaks; None from one step (no spread was measured)."""
+    return statistics.stdev(values) if len(values) > 1 else None
 
 
 def settle(
@@ -210,13 +217,10 @@ def settle(
     reduce = reduce or _same
     footprints = None if base_mb is None else reduce([p - base_mb for p in peaks])
     peaks = reduce(peaks)
-    info: dict[str, Any] = {
-        "peak_memory_mb": max(peaks),
-        "peak_memory_mb_std": statistics.stdev(peaks),
-    }
+    info: dict[str, Any] = {"peak_memory_mb": max(peaks), "peak_memory_mb_std": _std(peaks)}
     if footprints is not None:
         info["footprint_memory_mb"] = max(footprints)
-        info["footprint_memory_mb_std"] = statistics.stdev(footprints)
+        info["footprint_memory_mb_std"] = _std(footprints)
     if reserved:
         info["peak_reserved_mb"] = max(reduce(reserved))
     tracker.release()

@@ -31,6 +31,11 @@ DEFAULTS = {
         "optimizations": "eager-fp32,sdpa-fp32,int8",
         "rounds": 20,
         "warmup": 2,
+        # rounds = ceil(budget / warm step) within [min_rounds, rounds]: the cases of 125 ms and
+        # more, which held 70% of the grid's rounds and control, time 10-19 (docs/measuring.md,
+        # "Rounds: a time budget per case").
+        "round_budget": 2.5,
+        "min_rounds": 10,
     },
     "cuda": {
         "model": "gpt2",
@@ -43,6 +48,8 @@ DEFAULTS = {
         ),
         "rounds": 20,
         "warmup": 3,
+        "round_budget": 2.5,
+        "min_rounds": 10,
     },
 }
 
@@ -60,6 +67,10 @@ class Settings:
     rounds: int
     warmup: int
     n_positions: int
+    # --gpt2-round-budget / --gpt2-min-rounds: rounds per case from its warm step (RoundPlan);
+    # a budget of 0 times ``rounds`` everywhere.
+    round_budget: float = 0.0
+    min_rounds: int = 10
     # Phase-specific sweeps (docs/phases.md); None only when built by hand without them.
     generate: generation.GenerateOptions | None = None
     distill: distill.DistillOptions | None = None
@@ -81,7 +92,9 @@ class Settings:
             f"weights={self.weights} dataset={self.dataset} "
             f"batch_sizes={','.join(map(str, self.batch_sizes))} "
             f"seq_lens={','.join(map(str, self.seq_lens))} optimizations={optimizations} "
-            f"rounds={self.rounds} warmup={self.warmup} cpu_threads={torch.get_num_threads()} "
+            f"rounds={self.rounds} min_rounds={self.min_rounds} "
+            f"round_budget={self.round_budget:g}s warmup={self.warmup} "
+            f"cpu_threads={torch.get_num_threads()} "
             f"malloc={memory.malloc_setting()} control={self.control} "
             f"tokenizer={self.tokenizer.header()}"
             + "".join(f"\n  {p.header()}" for p in (self.generate, self.distill) if p)
@@ -134,6 +147,8 @@ def resolve(
     optimizations: tuple[Optimization, ...] | None = None,
     rounds: int | None = None,
     warmup: int | None = None,
+    round_budget: float | None = None,
+    min_rounds: int | None = None,
     prompt_lens: tuple[int, ...] | None = None,
     new_tokens: tuple[int, ...] | None = None,
     teacher: str | None = None,
@@ -182,6 +197,8 @@ def resolve(
         optimizations_explicit=optimizations is not None,
         rounds=rounds or int(str(defaults["rounds"])),
         warmup=int(str(defaults["warmup"])) if warmup is None else warmup,
+        round_budget=float(str(defaults["round_budget"])) if round_budget is None else round_budget,
+        min_rounds=min_rounds or int(str(defaults["min_rounds"])),
         n_positions=n_positions,
         generate=gen,
         distill=kd,

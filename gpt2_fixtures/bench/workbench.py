@@ -26,7 +26,14 @@ from gpt2_fixtures.bench import (
 )
 from gpt2_fixtures.bench.environment import device_name
 from gpt2_fixtures.bench.errors import first_line
-from gpt2_fixtures.bench.measure import CountedStep, Job, Measured, RoundHooks, measure_case
+from gpt2_fixtures.bench.measure import (
+    CountedStep,
+    Job,
+    Measured,
+    RoundHooks,
+    RoundPlan,
+    measure_case,
+)
 from gpt2_fixtures.bench.memory import MB, keep_for_good, memory_tracker, resident_mb, trim_heap
 from gpt2_fixtures.bench.prepare import attention_kernel, prepare
 from gpt2_fixtures.bench.settings import Settings, SettingsError
@@ -191,7 +198,8 @@ class Workbench:
         job: Job | None,
     ) -> Measured:
         """The timed and settled rounds; a job's from a common start, counting all its work."""
-        plan, base = (self.settings.rounds, self.settings.warmup), self._base_mb
+        s, base = self.settings, self._base_mb
+        plan = RoundPlan(s.rounds, s.warmup, s.round_budget, s.min_rounds)
         if job is None:
             return measure_case(benchmark, counted, hooks, plan, work, base_mb=base)
         job.barrier()

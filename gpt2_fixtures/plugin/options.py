@@ -124,6 +124,18 @@ class RunOptions:
         None, "Warmup rounds per case, untimed (alias: --benchmark-warmup-iterations).",
         type=cfg.parse_non_negative_int, unset=per_device(DEFAULTS, "warmup"),
     )  # fmt: skip
+    round_budget: float | None = option(
+        None,
+        "Seconds of timed rounds a case aims at: it times ceil(budget / its last warmup step) "
+        "rounds, at least --gpt2-min-rounds and at most --gpt2-rounds (extra_info rounds_why); "
+        "0 times --gpt2-rounds everywhere.",
+        type=cfg.parse_non_negative_float, metavar="SECONDS",
+        unset=per_device(DEFAULTS, "round_budget"),
+    )  # fmt: skip
+    min_rounds: int | None = option(
+        None, "The fewest rounds the round budget leaves a case (capped by --gpt2-rounds).",
+        type=cfg.parse_positive_int, unset=per_device(DEFAULTS, "min_rounds"),
+    )  # fmt: skip
     control: str = option(
         controls.TWIN,
         "The workload timed before every round, that the gate's time/control ratio divides by: "
