@@ -63,9 +63,9 @@ def test_train_and_inference_write_results(tmp_path):
         assert (info["loss"] is None) == (info["phase"] == "infer")  # null, not absent
         undocumented = info.keys() - documented_keys()
         assert not undocumented, f"keys missing from the README: {sorted(undocumented)}"
-        # the default round budget planned every case from its warm step, capped at 2 rounds
+        # no round budget by default: every case times --gpt2-rounds
         assert info["warm_step_s"] > 0 and b["stats"]["rounds"] == 2
-        assert info["rounds_why"].startswith("budget 2.5 s / warm step "), info["rounds_why"]
+        assert info["rounds_why"] == "fixed: 2 rounds (no round budget)"
 
 
 def test_autosave_then_compare_fail(tmp_path):
@@ -177,3 +177,32 @@ def test_distillation_runs_with_a_local_pretrained_checkpoint(tiny_checkpoint, t
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     entries = json.loads(out.read_text())["benchmarks"]
     assert entries and {e["extra_info"]["student"] for e in entries} == {"tiny"}
+
+
+@pytest.mark.parametrize(
+    ("budget", "rounds", "why"),
+    [
+        # any warm step is longer than a microsecond: 1 round wanted, the minimum (3) given
+        ("0.000001", 3, "rounds, raised to the minimum 3"),
+        ("0", 6, "fixed: 6 rounds (no round budget)"),
+        ("1000", 6, "rounds, capped at 6"),
+    ],
+)
+def test_the_round_budget_plans_each_case_in_a_real_run(tmp_path, budget, rounds, why):
+    out = tmp_path / "out.json"
+    proc = pytest_run(
+        *TINY, "-m", "inference", "--gpt2-optimizations", "sdpa", "--gpt2-batch-sizes", "1",
+        "--gpt2-seq-lens", "16", "--gpt2-rounds", "6", "--gpt2-min-rounds", "3",
+        "--gpt2-round-budget", budget, f"--benchmark-json={out}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    (bench,) = doc["benchmarks"]
+    info = bench["extra_info"]
+    # the plan is part of the measuring setup: the gate refuses a budgeted run beside a fixed one
+    plan = doc["machine_info"]["gpt2"].get("round_plan")
+    assert plan == (None if budget == "0" else f"budget {float(budget):g} s, 3-6 rounds")
+    assert bench["stats"]["rounds"] == len(bench["stats"]["data"]) == rounds
+    assert len(info["control_round_s"]) == rounds and info["rounds_why"].endswith(why)
+    assert bench["options"]["rounds"] == rounds  # what ran, not the option's 6
+    assert "round_budget=" in proc.stdout and "min_rounds=3" in proc.stdout

@@ -254,6 +254,8 @@ def test_4b_processes_of_another_case_are_not_pooled(
     [
         ("cpu_threads", 2, "measuring setup differs (cpu_threads 1 -> 2)"),
         ("malloc", "system", "measuring setup differs (malloc"),
+        # a budgeted run (--gpt2-round-budget) beside runs of a fixed round count
+        ("round_plan", "budget 2.5 s, 10-20 rounds", "measuring setup differs (round_plan None"),
         ("torch", "2.14.0+cpu", "torch differs (2.13.0+cpu vs 2.14.0+cpu)"),
         ("cpu_family", "26", "device differs"),
     ],

@@ -110,8 +110,8 @@ def test_memory_tracker_kind_per_device():
     assert memory.CudaMemoryTracker.kind == "cuda_allocated"
 
 
-def test_one_settled_step_reads_a_peak_and_no_spread():
-    assert memory.SETTLED_ROUNDS == 1  # 0.5.2: the harness's largest part, halved
+def test_one_settled_step_reads_a_peak_and_no_spread(monkeypatch):
+    monkeypatch.setattr(memory, "SETTLED_ROUNDS", 1)
     tracker = FakeMemory([520.0, 999.0])
     tracker.kind = "cpu_rss"
     info = settled(lambda: None, tracker, base_mb=500.0)
@@ -140,7 +140,7 @@ def test_settled_memory_combines_ranks_before_the_statistics():
     info = settled(lambda: None, tracker, reduce=lambda p: [x + 100 for x in p])
     assert info == {
         "peak_memory_mb": 600.0,
-        "peak_memory_mb_std": None,
+        "peak_memory_mb_std": 0.0,
         "step_allocated_mb": 100.0,
         # the profiled step's totals go through the same reduction (one call for all of them)
         "ops_per_step": 100,
@@ -185,7 +185,7 @@ def test_round_hooks_release_the_control_before_the_settled_steps():
     # no step ran beside the control's tensors: the five settled ones nor the profiled one
     assert seen == [None] * (memory.SETTLED_ROUNDS + 1)
     assert info["step_allocated_mb"] == 0.0 and info["ops_per_step"] == 0
-    assert info["peak_memory_mb"] == 400.0 and info["peak_memory_mb_std"] is None
+    assert info["peak_memory_mb"] == 400.0 and info["peak_memory_mb_std"] == 0.0
 
 
 def test_settled_memory_footprint_is_the_peak_above_the_base(monkeypatch):

@@ -47,6 +47,7 @@ def test_bare_loop_and_wall_split_report_what_they_measured(tmp_path: Path) -> N
     assert abs(wall["timed"] - timed) < 1e-6 * max(1.0, timed)
     controls = sum(sum(b["extra_info"]["control_round_s"]) for b in out["benchmarks"])
     assert wall["control"] >= controls  # the warmup rounds' controls are in it too
+    assert wall["warmup"] > 0  # the warmup rounds run before pedantic (measure.warm_up)
     assert all(seconds >= 0 for seconds in wall.values()), wall  # no part counted twice
 
 

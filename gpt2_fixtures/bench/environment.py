@@ -17,7 +17,7 @@ from gpt2_fixtures.bench import cpuinfo, memory
 # Versions of how a number is measured: bump one when a change makes results before and after it
 # incomparable (the gate then judges no time row across them). ``measure``: bench/measure.py's
 # rounds and settled steps; ``control``: the control workloads of bench/controls.py.
-MEASURE_VERSION = "0.5.2"
+MEASURE_VERSION = "0.5.1"
 CONTROL_VERSION = "0.5"
 
 

@@ -2,10 +2,12 @@
 
 pytest-benchmark times each round (``benchmark.pedantic``). Around it, ``RoundHooks`` runs in
 pedantic's untimed ``setup``/``teardown``: before a round it times the control workload and
-resets the memory peak, after a round it reads the peak. Warmup rounds go through the same
-hooks and are dropped afterwards. The recorded memory comes from settled untimed rounds after
-the timed ones (memory.py), once the control workload is released. ``measure_case`` is that
-sequence, for one device and for a job of ranks (``Job``, distributed.py) alike.
+resets the memory peak, after a round it reads the peak. The warmup rounds run before pedantic
+through the same hooks (``warm_up``), and their entries are dropped afterwards; the last warmup
+step plans how many rounds the case times under a round budget (``RoundPlan``). The recorded
+memory comes from settled untimed steps after the timed ones (memory.py), once the control
+workload is released. ``measure_case`` is that sequence, for one device and for a job of ranks
+(``Job``, distributed.py) alike.
 """
 
 from __future__ import annotations

@@ -31,10 +31,10 @@ DEFAULTS = {
         "optimizations": "eager-fp32,sdpa-fp32,int8",
         "rounds": 20,
         "warmup": 2,
-        # rounds = ceil(budget / warm step) within [min_rounds, rounds]: the cases of 125 ms and
-        # more, which held 70% of the grid's rounds and control, time 10-19 (docs/measuring.md,
-        # "Rounds: a time budget per case").
-        "round_budget": 2.5,
+        # Off: rounds = ceil(budget / warm step) within [min_rounds, rounds] cut the one-thread
+        # grid's rounds and control by 40%, and the gate's +10% detection from 83% to 68% with
+        # them (docs/measuring.md, "Rounds: a time budget per case"). Opt in for quick runs.
+        "round_budget": 0.0,
         "min_rounds": 10,
     },
     "cuda": {
@@ -48,7 +48,7 @@ DEFAULTS = {
         ),
         "rounds": 20,
         "warmup": 3,
-        "round_budget": 2.5,
+        "round_budget": 0.0,
         "min_rounds": 10,
     },
 }
@@ -80,6 +80,13 @@ class Settings:
     control: str = controls.TWIN
     # --gpt2-tokenizer, resolved (data.choose_tokenizer): what tokenizes the text, and why.
     tokenizer: data.TokenizerChoice = data.EMBEDDED
+
+    def round_plan(self) -> str | None:
+        """The round budget as ``machine_info.gpt2.round_plan`` records it; None without one."""
+        if not self.round_budget:
+            return None
+        least = min(self.min_rounds, self.rounds)
+        return f"budget {self.round_budget:g} s, {least}-{self.rounds} rounds"
 
     @property
     def device_type(self) -> str:

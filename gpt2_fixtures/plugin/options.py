@@ -127,8 +127,9 @@ class RunOptions:
     round_budget: float | None = option(
         None,
         "Seconds of timed rounds a case aims at: it times ceil(budget / its last warmup step) "
-        "rounds, at least --gpt2-min-rounds and at most --gpt2-rounds (extra_info rounds_why); "
-        "0 times --gpt2-rounds everywhere.",
+        "rounds, at least --gpt2-min-rounds and at most --gpt2-rounds (extra_info rounds_why). "
+        "For quick runs: the long cases' fewer rounds cost the gate power (docs/measuring.md, "
+        "Rounds); 0 times --gpt2-rounds everywhere.",
         type=cfg.parse_non_negative_float, metavar="SECONDS",
         unset=per_device(DEFAULTS, "round_budget"),
     )  # fmt: skip

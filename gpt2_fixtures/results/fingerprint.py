@@ -38,6 +38,9 @@ SETUP_KEYS = (
     "control_version",
     "tf32_matmul",
     "float32_matmul_precision",
+    # recorded only with --gpt2-round-budget: a budgeted run's long cases time fewer rounds, and
+    # a calibrated baseline's thresholds hold for the plan its processes ran
+    "round_plan",
 )
 STACK_KEYS = ("torch", "cuda_version", "cudnn_version", "driver_version", "triton", "python")
 NOTE_KEYS = ("transformers", "datasets", "cpu_model", "device_count")
