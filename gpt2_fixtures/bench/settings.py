@@ -99,9 +99,9 @@ class Settings:
             f"weights={self.weights} dataset={self.dataset} "
             f"batch_sizes={','.join(map(str, self.batch_sizes))} "
             f"seq_lens={','.join(map(str, self.seq_lens))} optimizations={optimizations} "
-            f"rounds={self.rounds} min_rounds={self.min_rounds} "
-            f"round_budget={self.round_budget:g}s warmup={self.warmup} "
-            f"cpu_threads={torch.get_num_threads()} "
+            f"rounds={self.rounds} warmup={self.warmup} "
+            + (f"round_plan={self.round_plan()!r} " if self.round_budget else "")
+            + f"cpu_threads={torch.get_num_threads()} "
             f"malloc={memory.malloc_setting()} control={self.control} "
             f"tokenizer={self.tokenizer.header()}"
             + "".join(f"\n  {p.header()}" for p in (self.generate, self.distill) if p)
