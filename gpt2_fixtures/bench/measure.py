@@ -165,13 +165,24 @@ class RoundPlan:
     budget_s: float | None = None
     least: int = 10
 
+    @property
+    def fewest(self) -> int:
+        """The minimum, capped by the most rounds."""
+        return min(self.least, self.most)
+
+    def setup_key(self) -> str | None:
+        """What ``machine_info.gpt2.round_plan`` records: the budget and bounds; None without."""
+        if not self.budget_s:
+            return None
+        return f"budget {self.budget_s:g} s, {self.fewest}-{self.most} rounds"
+
     def rounds(self, warm_s: float | None) -> tuple[int, str]:
         """(rounds, why): the count for a case whose warm step took ``warm_s`` seconds."""
         if not self.budget_s:
             return self.most, f"fixed: {self.most} rounds (no round budget)"
         if warm_s is None or warm_s <= 0:
             return self.most, f"fixed: {self.most} rounds (no warmup round to plan from)"
-        least = min(self.least, self.most)
+        least = self.fewest
         want = math.ceil(self.budget_s / warm_s)
         rounds = min(self.most, max(least, want))
         why = f"budget {self.budget_s:g} s / warm step {warm_s * 1e3:.1f} ms = {want} rounds"

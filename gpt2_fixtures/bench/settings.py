@@ -12,6 +12,7 @@ import torch
 
 from gpt2_fixtures.bench import controls, data, distill, generation, memory, models
 from gpt2_fixtures.bench.environment import device_name
+from gpt2_fixtures.bench.measure import RoundPlan
 from gpt2_fixtures.config import PRESETS, Optimization, parse_optimizations
 
 
@@ -81,12 +82,9 @@ class Settings:
     # --gpt2-tokenizer, resolved (data.choose_tokenizer): what tokenizes the text, and why.
     tokenizer: data.TokenizerChoice = data.EMBEDDED
 
-    def round_plan(self) -> str | None:
-        """The round budget as ``machine_info.gpt2.round_plan`` records it; None without one."""
-        if not self.round_budget:
-            return None
-        least = min(self.min_rounds, self.rounds)
-        return f"budget {self.round_budget:g} s, {least}-{self.rounds} rounds"
+    def round_plan(self) -> RoundPlan:
+        """How many rounds a case times (``measure.RoundPlan``)."""
+        return RoundPlan(self.rounds, self.warmup, self.round_budget, self.min_rounds)
 
     @property
     def device_type(self) -> str:
@@ -100,7 +98,7 @@ class Settings:
             f"batch_sizes={','.join(map(str, self.batch_sizes))} "
             f"seq_lens={','.join(map(str, self.seq_lens))} optimizations={optimizations} "
             f"rounds={self.rounds} warmup={self.warmup} "
-            + (f"round_plan={self.round_plan()!r} " if self.round_budget else "")
+            + (f"round_plan={self.round_plan().setup_key()!r} " if self.round_budget else "")
             + f"cpu_threads={torch.get_num_threads()} "
             f"malloc={memory.malloc_setting()} control={self.control} "
             f"tokenizer={self.tokenizer.header()}"

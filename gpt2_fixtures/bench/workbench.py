@@ -31,7 +31,6 @@ from gpt2_fixtures.bench.measure import (
     Job,
     Measured,
     RoundHooks,
-    RoundPlan,
     measure_case,
 )
 from gpt2_fixtures.bench.memory import MB, keep_for_good, memory_tracker, resident_mb, trim_heap
@@ -198,8 +197,7 @@ class Workbench:
         job: Job | None,
     ) -> Measured:
         """The timed and settled rounds; a job's from a common start, counting all its work."""
-        s, base = self.settings, self._base_mb
-        plan = RoundPlan(s.rounds, s.warmup, s.round_budget, s.min_rounds)
+        plan, base = self.settings.round_plan(), self._base_mb
         if job is None:
             return measure_case(benchmark, counted, hooks, plan, work, base_mb=base)
         job.barrier()

@@ -115,7 +115,7 @@ def pytest_benchmark_update_machine_info(
         apply_process_settings(config)
     dev = device(config)
     machine_info["gpt2"] = environment.environment(dev)
-    plan = settings(config).round_plan() if SETTINGS in config.stash else None
+    plan = settings(config).round_plan().setup_key() if SETTINGS in config.stash else None
     if plan is not None:  # absent by default, so that results of 0.5.0 match
         machine_info["gpt2"]["round_plan"] = plan
     machine_info["gpt2"].update(dist_bench.launch_info(dist_bench.launch_env(), dev))
