@@ -402,6 +402,52 @@ def test_steady_malloc_keeps_a_warmed_up_training_step_free_of_page_faults():
     assert float(out[1]) < 100
 
 
+HEAP_AFTER_FREE = """
+import ctypes, sys
+from gpt2_fixtures.bench import memory
+
+class MallInfo2(ctypes.Structure):  # glibc >= 2.33, malloc.h
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+if len(sys.argv) > 1:  # the threshold of another release
+    memory.STEADY_TRIM_THRESHOLD = int(sys.argv[1])
+print(memory.configure_malloc("steady"))
+libc = memory.glibc()
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.mallinfo2.restype = MallInfo2
+block = libc.malloc(1200 << 20)  # above the 1 GiB of 0.5.1, never touched: no page is faulted
+libc.free(block)
+print(libc.mallinfo2().arena >> 20)
+"""
+
+
+@pytest.mark.skipif(
+    memory.glibc() is None or not hasattr(memory.glibc(), "mallinfo2"),
+    reason="needs glibc >= 2.33 (mallopt, mallinfo2)",
+)
+def test_steady_malloc_never_trims_the_heap_on_free():
+    # A training step at batch 4 x 256 freed more than the 1 GiB threshold of 0.5.1 at its heap
+    # top: glibc gave it back and the next round re-faulted it (docs/measuring.md, "Host
+    # allocator"). Steady now keeps any freed block; the old threshold, run the same way, trims.
+    def heap_mb(*threshold: str) -> tuple[str, int]:
+        out = subprocess.run(
+            [sys.executable, "-c", HEAP_AFTER_FREE, *threshold],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.split()
+        return " ".join(out[:-1]), int(out[-1])
+
+    label, kept_mb = heap_mb()
+    assert label == "glibc mmap_max=0 trim_threshold=never"
+    assert kept_mb >= 1200
+    assert heap_mb(str(1 << 30))[1] < 100
+
+
 def test_malloc_setting_is_recorded_and_checked(monkeypatch):
     monkeypatch.setattr(memory, "_malloc_setting", "system")
     assert memory.configure_malloc("system") == "system" == memory.malloc_setting()

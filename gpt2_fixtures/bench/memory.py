@@ -129,7 +129,11 @@ def trim_heap() -> None:
 
 # glibc's mallopt parameters (malloc.h) and the values of the steady setting.
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-STEADY_TRIM_THRESHOLD = 1 << 30
+# Never trim on free (mallopt(3): "Setting M_TRIM_THRESHOLD to -1 disables trimming
+# completely"). Up to 0.5.1 it was 1 GiB: a case whose freed heap top passed that (training at
+# batch 4 x 256 tokens) gave it back and re-faulted 50-200k pages (0.6-2.3 s) in 3 of 20 timed
+# rounds (docs/measuring.md, "Host allocator"). malloc_trim still returns memory between cases.
+STEADY_TRIM_THRESHOLD = -1
 MALLOC_MODES = ("steady", "system")
 _malloc_setting = "system"
 
@@ -143,7 +147,7 @@ def configure_malloc(mode: str) -> str:
     if mode not in MALLOC_MODES:
         raise ValueError(f"malloc mode {mode!r}: expected one of {', '.join(MALLOC_MODES)}")
     if mode == "steady" and _set_glibc_steady():
-        _malloc_setting = f"glibc mmap_max=0 trim_threshold={STEADY_TRIM_THRESHOLD // MB}MiB"
+        _malloc_setting = "glibc mmap_max=0 trim_threshold=never"
     return _malloc_setting
 
 
