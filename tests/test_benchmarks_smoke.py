@@ -66,6 +66,8 @@ def test_train_and_inference_write_results(tmp_path):
         # no round budget by default: every case times --gpt2-rounds
         assert info["warm_step_s"] > 0 and b["stats"]["rounds"] == 2
         assert info["rounds_why"] == "fixed: 2 rounds (no round budget)"
+        faults = info["round_page_faults"]  # counted, information only
+        assert len(faults) == 2 and all(isinstance(f, int) and f >= 0 for f in faults)
 
 
 def test_autosave_then_compare_fail(tmp_path):

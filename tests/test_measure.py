@@ -1,5 +1,6 @@
 """Metric arithmetic, memory trackers and the control workload (no timing asserted)."""
 
+import mmap
 import statistics
 import subprocess
 import sys
@@ -83,6 +84,37 @@ def test_control_ratio_is_per_round():
     assert m["time_ratio_median"] == pytest.approx(3.0)  # ratios 3, 1, 3
     assert m["peak_reserved_mb"] == 5.0
     assert m["control_kind"] == "fixed"
+
+
+def test_page_faults_are_counted_inside_each_round_not_in_the_control(monkeypatch):
+    counter = iter([100, 130, 130, 1130])  # read at each setup's end and teardown's start
+
+    class FaultingControl:  # its faults happen before the round's count starts
+        kind = "fixed"
+
+        def run(self):
+            return 0.1
+
+    monkeypatch.setattr(measure, "page_faults", lambda: next(counter))
+    hooks = measure.RoundHooks(FakeMemory([1.0] * 2), FaultingControl())
+    for _ in range(2):  # one warmup round + one measured round
+        hooks.setup()
+        hooks.teardown()
+    assert hooks.faults == [30.0, 1000.0]
+    m = measure.round_metrics([0.3], samples=1, tokens=10, hooks=hooks)
+    assert m["round_page_faults"] == [1000]
+
+
+def test_page_faults_of_this_process_grow_when_fresh_memory_is_touched():
+    pages = 4096
+    fresh = mmap.mmap(-1, pages * mmap.PAGESIZE)  # anonymous: no page is there until touched
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):  # one 2 MiB fault would serve 512 pages
+        fresh.madvise(mmap.MADV_NOHUGEPAGE)
+    before = measure.page_faults()
+    for page in range(pages):
+        fresh[page * mmap.PAGESIZE] = 1
+    assert measure.page_faults() - before >= pages
+    fresh.close()
 
 
 def test_cpu_rss_tracker_sees_a_new_peak_after_reset():

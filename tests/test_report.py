@@ -188,6 +188,21 @@ def test_console_summary_has_one_table_per_phase() -> None:
     assert report_tables.console_summary([]) == ""
 
 
+def test_console_summary_names_the_cases_whose_rounds_took_page_faults() -> None:
+    steady = result_entry("eager-fp32", 1, 128, 0.4)
+    faulted = result_entry("sdpa-fp32", 1, 128, 0.1)
+    steady["extra_info"]["round_page_faults"] = [0, 12, 999, 0]
+    faulted["extra_info"]["round_page_faults"] = [0, 50258, 0, 1000]
+    text = report_tables.console_summary([steady, faulted])
+    note = text.split("note: ")[1]
+    assert note.startswith("1 case took 1,000 or more page faults in some timed rounds")
+    assert f"{faulted['name']} 2 of 4 (up to 50,258)" in note
+    assert steady["name"] not in note
+    # older results carry no such key: no note
+    del faulted["extra_info"]["round_page_faults"]
+    assert "page faults" not in report_tables.console_summary([steady, faulted])
+
+
 def test_generation_columns_appear_for_generate_phase() -> None:
     entries = [
         result_entry(

@@ -13,6 +13,7 @@ workload is released. ``measure_case`` is that sequence, for one device and for 
 from __future__ import annotations
 
 import math
+import resource
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -51,6 +52,13 @@ class Control(Protocol):
 # Rounds
 
 
+def page_faults() -> int:
+    """Page faults of this process so far, minor and major (getrusage): a step that faults is
+    touching memory the OS had not given it yet (docs/measuring.md, "Host allocator")."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_minflt + usage.ru_majflt
+
+
 @dataclass
 class RoundHooks:
     """pedantic's setup/teardown: control time and memory peak of every round."""
@@ -65,6 +73,9 @@ class RoundHooks:
     probed: list[Any] = field(default_factory=list)
     # the profiled settled step (exact counters, the attention kernel); None until settled
     profile: StepProfile | None = None
+    # page faults taken inside each round (between setup and teardown): information only
+    faults: list[float] = field(default_factory=list)
+    _faults_at: int = 0
 
     def setup(self) -> None:
         if self.probe is not None:
@@ -72,8 +83,10 @@ class RoundHooks:
         if self.control is not None:
             self.control_s.append(self.control.run())
         self.memory.reset()
+        self._faults_at = page_faults()
 
     def teardown(self, *args: Any, **kwargs: Any) -> None:
+        self.faults.append(float(page_faults() - self._faults_at))
         if self.probe is not None:
             self.probed.append(self.probe())
         peak, reserved = self.memory.read()
@@ -97,6 +110,7 @@ class RoundHooks:
         self.peaks_mb = reduce(self.peaks_mb)
         self.reserved_mb = reduce(self.reserved_mb)
         self.control_s = reduce(self.control_s)
+        self.faults = reduce(self.faults)
 
     def settled_memory(
         self, step: Callable[[], None], reduce: Reduce | None = None, base_mb: float | None = None
@@ -129,6 +143,7 @@ def round_metrics(
     peaks = hooks.measured(hooks.peaks_mb, rounds)
     reserved = hooks.measured(hooks.reserved_mb, rounds)
     control = hooks.measured(hooks.control_s, rounds)
+    faults = hooks.measured(hooks.faults, rounds)
     return {
         "samples_per_s": samples / median_s,
         "samples_per_s_mean": sps_mean,
@@ -144,6 +159,7 @@ def round_metrics(
         "peak_reserved_mb": max(reserved) if reserved else None,
         "control_round_s": list(control),
         "control_kind": hooks.control.kind if hooks.control is not None else None,
+        "round_page_faults": [int(f) for f in faults],
         "time_ratio_median": (
             statistics.median(t / c for t, c in zip(times_s, control, strict=True))
             if control

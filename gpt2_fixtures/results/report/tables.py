@@ -400,6 +400,34 @@ def noise_warning(cases: Sequence[CaseResult], limit: float = HIGH_CV) -> str:
     )
 
 
+# A round with this many page faults (4 MiB of fresh pages) ran measurably slower here: about
+# 13 us a fault on the 2-vCPU microVM, 13 ms against a 25-800 ms step (docs/measuring.md).
+FAULTED_ROUND = 1000
+
+
+def fault_warning(benchmarks: Sequence[Mapping[str, Any]], least: int = FAULTED_ROUND) -> str:
+    """One paragraph naming the cases whose timed rounds took page faults (``round_page_faults``:
+    information, not judged), or ''."""
+    faulted = []
+    for bench in benchmarks:
+        faults = (bench.get("extra_info") or {}).get("round_page_faults")
+        if not isinstance(faults, list):
+            continue
+        hit = [f for f in faults if isinstance(f, int | float) and f >= least]
+        if hit:
+            faulted.append(
+                f"{bench.get('name')} {len(hit)} of {len(faults)} (up to {max(hit):,.0f})"
+            )
+    if not faulted:
+        return ""
+    return (
+        f"note: {len(faulted)} case{'s' if len(faulted) > 1 else ''} took {least:,} or more "
+        "page faults in some timed rounds "
+        f"({'; '.join(faulted[:3])}): those rounds touched memory the OS had not given the "
+        'process yet, and ran slower for it (docs/measuring.md, "Host allocator").\n'
+    )
+
+
 def console_summary(benchmarks: list[dict[str, Any]]) -> str:
     """The end-of-session summary: one plain-text table per phase (same tables as report.md),
     speedups with their intervals from ``stats.data``, and a warning when rounds are noisy."""
@@ -407,5 +435,5 @@ def console_summary(benchmarks: list[dict[str, Any]]) -> str:
     if not cases:
         return ""
     text = render_text(build_tables(cases))
-    warning = noise_warning(cases)
+    warning = noise_warning(cases) + fault_warning(benchmarks)
     return text + ("\n" + warning if warning else "")
