@@ -638,6 +638,42 @@ def test_gate_quality_measures_the_hogs_slowdown_from_the_controls() -> None:
     assert gq.slowdown(quiet, [doc(bench("test_infer[a]"))]) is None
 
 
+def test_gate_quality_judges_fixed_rounds_as_a_round_budget_would_have_cut_them() -> None:
+    gq = load_tool("gate_quality")
+    data = [0.2, 0.1, 0.3, 0.4, 0.5, 0.6]
+    long = bench("test_train[b]", data=data, control=[1.0] * 6, warm_step_s=0.5)
+    short = bench("test_infer[a]", data=data, control=[1.0] * 6, warm_step_s=0.01)
+    old = bench("test_infer[c]", data=data)  # no warm step recorded: keeps its rounds
+    result = doc(long, short, old)
+    cut = gq.as_budgeted(result, 1.0, 3)
+    (b_long, b_short, b_old) = cut["benchmarks"]
+    # 1 s / 0.5 s = 2 rounds, raised to the minimum 3; the short case keeps all 6 (the most)
+    assert b_long["stats"]["data"] == [0.2, 0.1, 0.3]
+    assert b_long["stats"]["rounds"] == 3 and b_long["stats"]["median"] == pytest.approx(0.2)
+    assert b_long["stats"]["max"] == pytest.approx(0.3)
+    assert b_long["extra_info"]["control_round_s"] == [1.0] * 3
+    assert b_long["extra_info"]["rounds_why"].endswith("raised to the minimum 3")
+    assert b_short["stats"]["data"] == data and b_old["stats"]["data"] == data
+    assert cut["machine_info"]["gpt2"]["round_plan"].startswith("budget 1 s, min 3")
+    assert result["benchmarks"][0]["stats"]["data"] == data  # the loaded run is left alone
+
+
+def test_gate_quality_as_budget_needs_reuse_and_a_valid_budget(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    gq = load_tool("gate_quality")
+    assert gq.parse_args(["--reuse", "--as-budget", "2.5"]).as_budget == (2.5, 10)
+    assert gq.parse_args(["--reuse", "--as-budget", "2:8"]).as_budget == (2.0, 8)
+    for argv in (
+        ["--as-budget", "2.5"],
+        ["--reuse", "--as-budget", "x"],
+        ["--reuse", "--as-budget", "0"],
+    ):
+        with pytest.raises(SystemExit):
+            gq.parse_args(argv)
+    assert "--as-budget" in capsys.readouterr().err
+
+
 def test_gate_quality_pins_one_nice_hog_to_each_cpu() -> None:
     gq = load_tool("gate_quality")
     if not hasattr(os, "sched_getaffinity"):

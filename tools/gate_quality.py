@@ -21,6 +21,7 @@ Judged (default gate settings unless overridden):
 
     python tools/gate_quality.py --out gate-quality    # the full protocol: 21 processes, ~2 h here
     python tools/gate_quality.py --out gq --reuse                   # judge the saved runs again
+    python tools/gate_quality.py --out gq --reuse --as-budget 2.5:10  # as a round budget would
     python tools/gate_quality.py --out gq --only hog      # record the hog baseline again, judge
     python tools/gate_quality.py --out gq --grid "benchmarks/test_inference.py ..." --aa 2 ...
 
@@ -43,8 +44,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_benchmark.stats import Stats
 from pytest_benchmark.utils import parse_compare_fail
 
+from gpt2_fixtures.bench.measure import RoundPlan
 from gpt2_fixtures.results import baseline as baseline_io
 from gpt2_fixtures.results import files, gate
 from gpt2_fixtures.results.fingerprint import fingerprint
@@ -289,6 +292,14 @@ def markdown(figures: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         f"{meta['machine']}; torch threads: {meta['threads']}; 1-min load min/median/max "
         f"{_fmt_load(meta['load_average'])}; "
         f"gate: {meta['settings']}; {meta['when']}.",
+        *(
+            [
+                f"Judged as a round budget of {b[0]:g} s (at least {b[1]} rounds) would have "
+                "measured them: each case cut to its first planned rounds (an estimate)."
+            ]
+            if (b := meta.get("as_budget"))
+            else []
+        ),
         "",
         "| A/A against | comparisons | rows | failing rows | improved rows | drift rows "
         "| inconclusive rows | exit codes |",
@@ -381,8 +392,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--check", default="median:5%", help="pytest-benchmark compare-fail rule")
     add("--threads", type=int, default=1, help="OMP_NUM_THREADS. Default: %(default)s")
     add("--reuse", action="store_true", help="judge the runs already in OUT/runs")
+    add(
+        "--as-budget",
+        metavar="SECONDS:MIN",
+        help="with --reuse: judge fixed-round runs as a round budget would have measured them, "
+        "each case cut to the first rounds its warm step plans (an estimate: those rounds took "
+        "less wall time in a real budgeted run). Writes gate_quality-budget-*.md/json",
+    )
     gate.add_gate_arguments(parser)
     args = parser.parse_args(argv)
+    if args.as_budget is not None:
+        args.as_budget = parse_budget(parser, args.as_budget, args.reuse)
     if args.calib < 2 or args.aa < 1 or (args.hog and args.hog < 2):
         parser.error("--calib and --hog need at least 2 processes, --aa at least 1")
     unknown = args.only - {"base", "hog", *KINDS}
@@ -391,6 +411,43 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             f"--only: unknown kinds {', '.join(sorted(unknown))} (base, hog, {', '.join(KINDS)})"
         )
     return args
+
+
+def parse_budget(parser: argparse.ArgumentParser, text: str, reuse: bool) -> tuple[float, int]:
+    seconds, _, least = text.partition(":")
+    try:
+        budget = (float(seconds), int(least or 10))
+    except ValueError:
+        parser.error(f"--as-budget {text!r}: expected SECONDS:MIN, e.g. 2.5:10")
+    if not reuse or budget[0] <= 0 or budget[1] < 1:
+        parser.error("--as-budget needs --reuse, a budget above 0 s and a minimum of 1 round")
+    return budget
+
+
+STATS = ("min", "max", "mean", "stddev", "rounds", "median", "iqr", "q1", "q3", "iqr_outliers")
+STATS += ("stddev_outliers", "outliers", "ld15iqr", "hd15iqr", "ops", "total")
+
+
+def as_budgeted(result: dict[str, Any], budget_s: float, least: int) -> dict[str, Any]:
+    """``result`` (fixed rounds) with every case cut to the rounds ``RoundPlan`` gives it from its
+    recorded warm step: ``stats`` recomputed, per-round lists cut alike, the plan recorded."""
+    out = json.loads(json.dumps(result))
+    for bench in out.get("benchmarks", []):
+        data, info = bench["stats"]["data"], bench.get("extra_info", {})
+        plan = RoundPlan(len(data), 0, budget_s, least)
+        n, why = plan.rounds(info.get("warm_step_s"))
+        stats = Stats()
+        for seconds in data[:n]:
+            stats.update(seconds)
+        bench["stats"].update({key: getattr(stats, key) for key in STATS}, data=data[:n])
+        for key, value in info.items():
+            if isinstance(value, list) and len(value) == len(data):
+                info[key] = value[:n]
+        info["rounds_why"] = why
+    out.setdefault("machine_info", {}).setdefault("gpt2", {})["round_plan"] = (
+        f"budget {budget_s:g} s, min {least} (cut from fixed rounds)"
+    )
+    return out
 
 
 def make_runs(args: argparse.Namespace, out: Path, log: Callable[[str], None]) -> list[float]:
@@ -425,13 +482,17 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         kind: [files.load_result(out / "runs" / f"{kind}-{i}.json") for i in range(n)]
         for kind, n in counts.items()
     }
+    suffix = ""
+    if args.as_budget is not None:
+        runs = {kind: [as_budgeted(r, *args.as_budget) for r in rs] for kind, rs in runs.items()}
+        suffix = "-budget-{:g}-{}".format(*args.as_budget)
     names = [str(out / "runs" / f"base-{i}.json") for i in range(args.calib)]
     calibrated = baseline_io.pool_results(runs["base"], names)
-    files.save_result(calibrated, out / "baseline.json")
+    files.save_result(calibrated, out / f"baseline{suffix}.json")
     hog = None
     if runs["hog"]:
         hog = baseline_io.pool_results(runs["hog"], [f"hog-{i}" for i in range(args.hog)])
-        files.save_result(hog, out / "baseline-hog.json")
+        files.save_result(hog, out / f"baseline-hog{suffix}.json")
     settings = gate.settings_from_args(args)
     figures = judge_all(runs, calibrated, hog, settings, args.check)
     fp = fingerprint(runs["aa"][0])
@@ -445,6 +506,7 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         "hog_procs": args.hog_procs,
         "hog_nice": args.hog_nice,
         "check": args.check,
+        "as_budget": args.as_budget,
         "machine": f"{fp['cpu_model']}, {os.cpu_count()} cores, torch {fp['torch']}",
         "settings": settings_text(settings),
         "when": time.strftime("%Y-%m-%d"),
@@ -452,9 +514,9 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         "load_average": [min(loads), statistics.median(loads), max(loads)] if loads else None,
     }
     report = {"figures": figures, **meta}
-    files.atomic_write_text(out / "gate_quality.json", json.dumps(report, indent=2) + "\n")
+    files.atomic_write_text(out / f"gate_quality{suffix}.json", json.dumps(report, indent=2) + "\n")
     text = markdown(figures, meta)
-    files.atomic_write_text(out / "gate_quality.md", text)
+    files.atomic_write_text(out / f"gate_quality{suffix}.md", text)
     log(text)
     return 0
 
