@@ -131,8 +131,9 @@ def trim_heap() -> None:
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 # Never trim on free (mallopt(3): "Setting M_TRIM_THRESHOLD to -1 disables trimming
 # completely"). It was 1 GiB before: a case whose freed heap top passed that (training at
-# batch 4 x 256 tokens) gave it back and re-faulted 50-200k pages (0.6-2.3 s) in 3 of 20 timed
-# rounds (docs/measuring.md, "Host allocator"). malloc_trim still returns memory between cases.
+# batch 4 x 256 tokens) gave it back and re-faulted 50-200k pages in late timed rounds (1.2-2.3 s
+# rounds of a 0.8 s step; docs/measuring.md, "Host allocator"). malloc_trim still returns memory
+# between cases.
 STEADY_TRIM_THRESHOLD = -1
 MALLOC_MODES = ("steady", "system")
 _malloc_setting = "system"
