@@ -44,7 +44,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_benchmark.stats import Stats
 from pytest_benchmark.utils import parse_compare_fail
 
 from gpt2_fixtures.bench.measure import RoundPlan
@@ -53,6 +52,7 @@ from gpt2_fixtures.results import files, gate
 from gpt2_fixtures.results.fingerprint import fingerprint
 from gpt2_fixtures.results.gate import samples as gate_samples
 from gpt2_fixtures.results.gate.verdicts import CALIBRATED_TIME_REL
+from gpt2_fixtures.results.pooling import round_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -424,10 +424,6 @@ def parse_budget(parser: argparse.ArgumentParser, text: str, reuse: bool) -> tup
     return budget
 
 
-STATS = ("min", "max", "mean", "stddev", "rounds", "median", "iqr", "q1", "q3", "iqr_outliers")
-STATS += ("stddev_outliers", "outliers", "ld15iqr", "hd15iqr", "ops", "total")
-
-
 def as_budgeted(result: dict[str, Any], budget_s: float, least: int) -> dict[str, Any]:
     """``result`` (fixed rounds) with every case cut to the rounds ``RoundPlan`` gives it from its
     recorded warm step: ``stats`` recomputed, per-round lists cut alike, the plan recorded."""
@@ -436,10 +432,7 @@ def as_budgeted(result: dict[str, Any], budget_s: float, least: int) -> dict[str
         data, info = bench["stats"]["data"], bench.get("extra_info", {})
         plan = RoundPlan(len(data), 0, budget_s, least)
         n, why = plan.rounds(info.get("warm_step_s"))
-        stats = Stats()
-        for seconds in data[:n]:
-            stats.update(seconds)
-        bench["stats"].update({key: getattr(stats, key) for key in STATS}, data=data[:n])
+        bench["stats"] = round_stats(data[:n])  # the block pooled results carry
         for key, value in info.items():
             if isinstance(value, list) and len(value) == len(data):
                 info[key] = value[:n]
