@@ -1,14 +1,17 @@
 """tools/bare_loop.py and tools/wall_split.py in a real benchmark process (slow: it spawns one).
 
 What is checked is that they measure what they say and report it, never a timing: the bare loop
-runs for the fp32 train/infer case and only for it, the ratio is the reported median over the
-bare median, the band decides the exit status; the wall split's timed part is the rounds' own
-sum and no part is counted twice (docs/measuring.md, "What a round measures, against a bare
-loop" and "Where a run's time goes")."""
+runs for the fp32 train/infer case and only for it, one bare call paired with each round, the
+ratio is the median of round / bare with its interval, the band decides the exit status; the
+wall split's timed part is the rounds' own sum and no part is counted twice
+(docs/measuring.md, "What a round measures, against a bare loop" and "Where a run's time
+goes")."""
 
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +24,9 @@ GRID += ["--gpt2-rounds", "3", "--gpt2-warmup", "1"]
 
 
 def run(tmp_path: Path, band: str) -> tuple[int, dict[str, Any], dict[str, Any], dict[str, Any]]:
-    env = {"BARE_LOOP_ROUNDS": "3", "BARE_LOOP_JSON": str(tmp_path / "bare.json")}
+    env = {"BARE_LOOP_JSON": str(tmp_path / "bare.json")}
     env |= {"WALL_SPLIT_JSON": str(tmp_path / "wall.json")}
     args = [f"--benchmark-json={tmp_path / 'out.json'}", f"--bare-loop-band={band}", *GRID]
-    args.append("--bare-loop-steady=1000")  # judged however far a 3-round bare loop moves
     proc = pytest_with_tools(["bare_loop", "wall_split"], args, env)
     assert "| part | seconds |" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
     loads = [json.loads((tmp_path / f).read_text()) for f in ("bare.json", "wall.json", "out.json")]
@@ -36,13 +38,16 @@ def test_bare_loop_and_wall_split_report_what_they_measured(tmp_path: Path) -> N
     assert code == 0
     (case,) = bare["cases"]  # int8 is not a plain fp32 case: no bare loop for it
     assert case["name"] == "test_infer[sdpa-fp32-b1-s32]" and case["verdict"] == "inside"
-    assert case["bare_moved"] == case["bare_after_ms"] / case["bare_before_ms"] - 1
     entry = next(b for b in out["benchmarks"] if b["name"] == case["name"])
-    data = sorted(entry["stats"]["data"])
-    assert case["reported_ms"] == data[1] * 1e3  # the median of 3 rounds
-    bare_ms = case["reported_ms"] / case["ratio"]
-    assert min(case["bare_before_ms"], case["bare_after_ms"]) <= bare_ms
-    assert bare_ms <= max(case["bare_before_ms"], case["bare_after_ms"])
+    data = entry["stats"]["data"]
+    assert case["reported_ms"] == statistics.median(data) * 1e3  # the median of 3 rounds
+    bare = case["bare_round_ms"]
+    assert case["rounds"] == len(bare) == len(data) == 3  # one bare call paired with each round
+    ratios = [t * 1e3 / b for t, b in zip(data, bare, strict=True)]
+    assert case["ratio"] == pytest.approx(statistics.median(ratios))
+    # three rounds give no narrower 95% interval for a median than their whole range
+    assert (case["ratio_low"], case["ratio_high"]) == pytest.approx((min(ratios), max(ratios)))
+    assert case["bare_ms"] == pytest.approx(statistics.median(bare))
     timed = sum(sum(b["stats"]["data"]) for b in out["benchmarks"])
     assert abs(wall["timed"] - timed) < 1e-6 * max(1.0, timed)
     controls = sum(sum(b["extra_info"]["control_round_s"]) for b in out["benchmarks"])
@@ -57,16 +62,61 @@ def test_a_ratio_outside_the_band_fails_the_session(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("ratio", "before", "after", "expected"),
+    ("low", "high", "expected"),
     [
-        (1.05, 10.0, 10.4, "inside"),  # the bare loop moved 4%: judged
-        (1.15, 10.0, 10.4, "outside"),
-        (0.85, 10.0, 9.6, "outside"),
-        (1.05, 10.0, 10.6, "not judged"),  # it moved 6%: the machine, not the suite
-        (1.15, 10.0, 9.3, "not judged"),  # not outside either: the ratio is not evidence
+        (0.95, 1.05, "inside"),
+        (0.9, 1.1, "inside"),  # the band's edges belong to it
+        (1.12, 1.3, "outside"),
+        (0.7, 0.85, "outside"),
+        (1.05, 1.15, "not judged"),  # straddles an edge: the rounds cannot tell
+        (0.85, 1.15, "not judged"),
     ],
 )
-def test_a_ratio_is_judged_only_where_the_bare_loop_held_still(
-    ratio: float, before: float, after: float, expected: str
+def test_a_case_is_judged_by_its_interval(low: float, high: float, expected: str) -> None:
+    assert load_tool("bare_loop").verdict(low, high, (0.9, 1.1)) == expected
+
+
+@pytest.mark.parametrize("n", [3, 5, 6, 9, 10, 20, 40])
+def test_the_median_interval_is_the_binomial_order_statistics(n: int) -> None:
+    low, high = load_tool("bare_loop").median_interval([float(x) for x in range(1, n + 1)])
+    k = int(low)
+    assert high == n + 1 - k  # symmetric order statistics
+    below = sum(math.comb(n, j) for j in range(k)) / 2**n  # P(X < k), X ~ binomial(n, 1/2)
+    if k > 1:  # k = 1: too few values for 95%, the whole range
+        assert below <= 0.025  # coverage at least 95%
+    assert below + math.comb(n, k) / 2**n > 0.025  # k is the largest: one step in covers less
+    if n == 20:
+        assert (low, high) == (6.0, 15.0)  # the textbook pair for n = 20
+
+
+class FakeControl:
+    kind = "twin-infer"
+
+    def run(self) -> float:
+        return 0.5
+
+
+def test_the_bare_burst_runs_before_the_control_and_times_only_its_last_call(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert load_tool("bare_loop").verdict(ratio, before, after, (0.9, 1.1), 0.05) == expected
+    tool = load_tool("bare_loop")
+    monkeypatch.setenv("BARE_LOOP_BURST", "3")
+    calls: list[int] = []
+    times: list[float] = []
+    control = tool.BareBeforeControl(FakeControl(), lambda: calls.append(1), times)
+    assert control.kind == "twin-infer"
+    assert control.run() == 0.5 and control.run() == 0.5  # the control's own time, untouched
+    assert len(calls) == 6 and len(times) == 2  # 3 calls a round, the last one timed
+
+
+def test_a_case_whose_control_missed_rounds_is_not_judged() -> None:
+    row = load_tool("bare_loop").summarise("c", [0.01, 0.011, 0.012], [0.01, 0.01], (0.9, 1.1))
+    assert row["verdict"] == "not judged" and "2 bare calls for 3 rounds" in row["why"]
+
+
+def test_rounds_are_paired_with_the_last_bare_calls() -> None:
+    # two warmup rounds' bare calls first (0.5 s: they must not be used), then the timed ones
+    row = load_tool("bare_loop").summarise("c", [2.0, 3.0, 4.0], [0.5, 0.5, 1.0, 1.0, 2.0], (0, 9))
+    assert row["bare_round_ms"] == [1000.0, 1000.0, 2000.0]
+    assert row["ratio"] == 2.0 and (row["ratio_low"], row["ratio_high"]) == (2.0, 3.0)
+    assert row["verdict"] == "inside"
