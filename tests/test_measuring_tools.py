@@ -56,6 +56,14 @@ def test_bare_loop_and_wall_split_report_what_they_measured(tmp_path: Path) -> N
     assert all(seconds >= 0 for seconds in wall.values()), wall  # no part counted twice
 
 
+def test_a_run_that_checked_nothing_does_not_pass(tmp_path: Path) -> None:
+    args = ["benchmarks/test_inference.py", "--gpt2-optimizations", "int8", "--gpt2-threads", "1"]
+    args += ["--gpt2-batch-sizes", "1", "--gpt2-seq-lens", "32", "--gpt2-rounds", "2"]
+    proc = pytest_with_tools(["bare_loop"], [*args, "--gpt2-warmup", "1"], {})
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert load_tool("bare_loop").NOTHING_CHECKED in proc.stdout
+
+
 def test_a_ratio_outside_the_band_fails_the_session(tmp_path: Path) -> None:
     code, bare, _, _ = run(tmp_path, "1000,2000")
     assert bare["band"] == [1000.0, 2000.0] and code == 1

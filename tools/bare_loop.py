@@ -203,8 +203,12 @@ def _band(config: pytest.Config) -> tuple[float, float]:
     return float(low), float(high)
 
 
+NOTHING_CHECKED = "bare loop: nothing checked (no fp32 train or infer case ran on a CPU)"
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     if not RESULTS:
+        terminalreporter.write_line(NOTHING_CHECKED)
         return
     low, high = _band(config)
     write = terminalreporter.write_line
@@ -236,6 +240,6 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    # the check passes only when every case was judged and lies inside the band
-    if any(r["verdict"] != INSIDE for r in RESULTS) and exitstatus == 0:
+    # the check passes only when some case was checked and every one was judged inside the band
+    if exitstatus == 0 and (not RESULTS or any(r["verdict"] != INSIDE for r in RESULTS)):
         session.exitstatus = 1
