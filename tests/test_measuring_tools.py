@@ -110,21 +110,38 @@ def test_the_bare_burst_runs_before_the_control_and_times_only_its_last_call(
     tool = load_tool("bare_loop")
     monkeypatch.setenv("BARE_LOOP_BURST", "3")
     calls: list[int] = []
-    times: list[float] = []
-    control = tool.BareBeforeControl(FakeControl(), lambda: calls.append(1), times)
+    pairs = tool.Pairs()
+    control = tool.BareBeforeControl(FakeControl(), lambda: calls.append(1), pairs)
     assert control.kind == "twin-infer"
     assert control.run() == 0.5 and control.run() == 0.5  # the control's own time, untouched
-    assert len(calls) == 6 and len(times) == 2  # 3 calls a round, the last one timed
+    assert len(calls) == 6 and len(pairs.bare) == 2  # 3 calls a round, the last one timed
+    assert pairs.control == [0.5, 0.5]
 
 
-def test_a_case_whose_control_missed_rounds_is_not_judged() -> None:
-    row = load_tool("bare_loop").summarise("c", [0.01, 0.011, 0.012], [0.01, 0.01], (0.9, 1.1))
-    assert row["verdict"] == "not judged" and "2 bare calls for 3 rounds" in row["why"]
+def pairs(bare: list[float], control: list[float]) -> Any:
+    return load_tool("bare_loop").Pairs(bare, control)
+
+
+@pytest.mark.parametrize(
+    ("bare", "control"),
+    [
+        ([0.01, 0.01], [0.1, 0.2]),  # fewer bare calls than rounds
+        ([0.01] * 4, [0.1, 0.2, 0.3, 0.4]),  # the rounds' controls were 0.2-0.4 s: shifted
+    ],
+)
+def test_a_case_whose_rounds_cannot_be_paired_is_not_judged(
+    bare: list[float], control: list[float]
+) -> None:
+    recorded = [0.1, 0.2, 0.3]
+    row = load_tool("bare_loop").summarise("c", [0.01] * 3, recorded, pairs(bare, control), (0, 9))
+    assert row["verdict"] == "not judged" and "not paired" in row["why"]
 
 
 def test_rounds_are_paired_with_the_last_bare_calls() -> None:
     # two warmup rounds' bare calls first (0.5 s: they must not be used), then the timed ones
-    row = load_tool("bare_loop").summarise("c", [2.0, 3.0, 4.0], [0.5, 0.5, 1.0, 1.0, 2.0], (0, 9))
+    control = [9.0, 9.0, 0.1, 0.2, 0.3]
+    done = pairs([0.5, 0.5, 1.0, 1.0, 2.0], control)
+    row = load_tool("bare_loop").summarise("c", [2.0, 3.0, 4.0], [0.1, 0.2, 0.3], done, (0, 9))
     assert row["bare_round_ms"] == [1000.0, 1000.0, 2000.0]
     assert row["ratio"] == 2.0 and (row["ratio_low"], row["ratio_high"]) == (2.0, 3.0)
     assert row["verdict"] == "inside"

@@ -41,9 +41,20 @@ import torch
 
 RESULTS: list[dict[str, Any]] = []
 PHASES = ("train", "infer")
-# The bare calls timed before each round of the case now running, keyed by nothing else: one
-# case runs at a time. None while no checked case runs.
-PAIRED: dict[str, list[float] | None] = {"bare": None}
+
+
+class Pairs:
+    """What ran before each round (warmup and timed) of the checked case now running: the timed
+    bare call's seconds and the control's own, in call order. (A plain class: the tests load
+    this file without registering it as a module, which a dataclass needs.)"""
+
+    def __init__(self, bare: list[float] | None = None, control: list[float] | None = None):
+        self.bare: list[float] = bare if bare is not None else []
+        self.control: list[float] = control if control is not None else []
+
+
+# The checked case now running (one runs at a time); None between checked cases.
+PAIRED: dict[str, Pairs | None] = {"case": None}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -62,10 +73,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
     def control_for(model: Any, device: str, case: Any, *args: Any, **kwargs: Any) -> Any:
         control = inner(model, device, case, *args, **kwargs)
-        times = PAIRED["bare"]
-        if times is None or not _plain(case) or not device.startswith("cpu"):
+        pairs = PAIRED["case"]
+        if pairs is None or not _plain(case) or not device.startswith("cpu"):
             return control
-        return BareBeforeControl(control, bare_step(model.config, case), times)
+        return BareBeforeControl(control, bare_step(model.config, case), pairs)
 
     controls.control_for = control_for  # workbench asks the module for it, per case
 
@@ -75,12 +86,12 @@ INSIDE, OUTSIDE, NOT_JUDGED = "inside", "outside", "not judged"
 
 class BareBeforeControl:
     """The case's control, with a burst of bare calls before it in every round (warmup and
-    timed): the untimed ones first, the last timed into ``times``. The control's own time is
+    timed): the untimed ones first, the last timed into ``pairs``. The control's own time is
     what it returns, measured after the burst, so the case's rounds see what they always see
     right before them: the control, then the step."""
 
-    def __init__(self, control: Any, step: Callable[[], None], times: list[float]) -> None:
-        self.control, self.step, self.times = control, step, times
+    def __init__(self, control: Any, step: Callable[[], None], pairs: Pairs) -> None:
+        self.control, self.step, self.pairs = control, step, pairs
         self.kind = control.kind
         self.burst = max(2, int(os.environ.get("BARE_LOOP_BURST", "2")))
 
@@ -89,8 +100,9 @@ class BareBeforeControl:
             self.step()
         start = time.perf_counter()
         self.step()
-        self.times.append(time.perf_counter() - start)
-        return float(self.control.run())
+        self.pairs.bare.append(time.perf_counter() - start)
+        self.pairs.control.append(float(self.control.run()))
+        return self.pairs.control[-1]
 
 
 def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
@@ -165,29 +177,33 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     if case is None or bench is None or not bench.settings.device.startswith("cpu"):
         yield
         return
-    times: list[float] = []
-    PAIRED["bare"] = times
+    pairs = PAIRED["case"] = Pairs()
     try:
         outcome = yield
     finally:
-        PAIRED["bare"] = None
-    stats = getattr(item.funcargs.get("benchmark"), "stats", None)
+        PAIRED["case"] = None
+    benchmark = item.funcargs.get("benchmark")
+    stats = getattr(benchmark, "stats", None)
     data = list(getattr(getattr(stats, "stats", None), "data", None) or [])
+    recorded = list(getattr(benchmark, "extra_info", {}).get("control_round_s") or [])
     if outcome.excinfo is None and data:
-        RESULTS.append(summarise(item.name, data, times, _band(item.config)))
+        RESULTS.append(summarise(item.name, data, recorded, pairs, _band(item.config)))
 
 
 def summarise(
-    name: str, data: list[float], times: list[float], band: tuple[float, float]
+    name: str, data: list[float], recorded: list[float], pairs: Pairs, band: tuple[float, float]
 ) -> dict[str, Any]:
     """One case's row: its rounds ``data`` paired with the last ``len(data)`` bare calls (the
-    bare calls before the warmup rounds come first)."""
+    warmup rounds' come first). The pairing holds only if the controls that ran after those
+    bare calls are the ones the case recorded for its rounds (``recorded``: its
+    ``control_round_s``); otherwise the case is not judged."""
     row: dict[str, Any] = {"name": name, "reported_ms": statistics.median(data) * 1e3}
     row |= {"reported_min_ms": min(data) * 1e3, "reported_max_ms": max(data) * 1e3}
-    if len(times) < len(data):
-        why = f"{len(times)} bare calls for {len(data)} rounds: the control did not run each round"
+    n = len(data)
+    if len(pairs.bare) < n or pairs.control[len(pairs.control) - n :] != recorded:
+        why = f"{len(pairs.bare)} bare calls, their controls not the {n} rounds' own: not paired"
         return row | {"verdict": NOT_JUDGED, "why": why}
-    bare = times[len(times) - len(data) :]
+    bare = pairs.bare[len(pairs.bare) - n :]
     ratios = [t / b for t, b in zip(data, bare, strict=True)]
     low, high = median_interval(ratios)
     row |= {"bare_ms": statistics.median(bare) * 1e3, "bare_min_ms": min(bare) * 1e3}
