@@ -617,6 +617,28 @@ def test_gate_quality_only_runs_the_kinds_named(
     assert "unknown kinds hogs" in capsys.readouterr().err
 
 
+def test_gate_quality_judges_only_the_kinds_that_were_run(tmp_path: Path) -> None:
+    gq = load_tool("gate_quality")
+    for name in ("base-0", "aa-0"):
+        (tmp_path / f"{name}.json").write_text(json.dumps(doc(bench(data=[1.0, 1.0, 1.0]))))
+    said: list[str] = []
+    runs = gq.load_runs(tmp_path, {"base": 1, "aa": 1, "slow25": 1}, {"base", "aa"}, said.append)
+    assert [len(runs[k]) for k in ("base", "aa", "slow25")] == [1, 1, 0]
+    assert said == [f"slow25: not in --only and no runs in {tmp_path}: not measured"]
+    # without --only, or for a kind it names, a missing run is unusable input, never skipped
+    for only in (set(), {"base", "aa", "slow25"}):
+        with pytest.raises(files.UnusableInput, match=r"slow25-0\.json: no such file"):
+            gq.load_runs(tmp_path, {"base": 1, "aa": 1, "slow25": 1}, only, said.append)
+    meta = {"grid": "g", "n_calib": 1, "n_aa": 1, "n_inj": 1, "n_hog": 0, "hog_procs": 2}
+    meta |= {"hog_nice": 3, "machine": "m", "threads": 1, "load_average": None}
+    meta |= {"settings": "s", "when": "today", "check": "median:5%"}
+    figures: dict[str, Any] = {"aa_pytest_benchmark": 0, "aa_pytest_benchmark_comparisons": 0}
+    figures["aa_calibrated"] = {"comparisons": 1, "rows": 1, "failing_rows": 0, "improved_rows": 0}
+    figures["aa_calibrated"] |= {"inconclusive_rows": 0, "exit_codes": [0], "not_pass": []}
+    text = gq.markdown(figures, meta | {"not_measured": ["mem5", "slow25"]})
+    assert "Not measured (left out of `--only`, never run): mem5, slow25." in text
+
+
 def test_gate_quality_measures_the_hogs_slowdown_from_the_controls() -> None:
     gq = load_tool("gate_quality")
 

@@ -300,6 +300,11 @@ def markdown(figures: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
             if (b := meta.get("as_budget"))
             else []
         ),
+        *(
+            [f"Not measured (left out of `--only`, never run): {', '.join(missing)}."]
+            if (missing := meta.get("not_measured"))
+            else []
+        ),
         "",
         "| A/A against | comparisons | rows | failing rows | improved rows | drift rows "
         "| inconclusive rows | exit codes |",
@@ -460,6 +465,22 @@ def make_runs(args: argparse.Namespace, out: Path, log: Callable[[str], None]) -
     return loads
 
 
+def load_runs(
+    folder: Path, counts: Mapping[str, int], only: set[str], log: Callable[[str], None]
+) -> dict[str, list[dict[str, Any]]]:
+    """Every kind's runs. A kind left out of ``--only`` whose runs were never made is not
+    measured (an empty list, and the report says so); any other missing run is unusable input."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for kind, n in counts.items():
+        paths = [folder / f"{kind}-{i}.json" for i in range(n)]
+        if only and kind not in only and not any(p.is_file() for p in paths):
+            log(f"{kind}: not in --only and no runs in {folder}: not measured")
+            runs[kind] = []
+            continue
+        runs[kind] = [files.load_result(p) for p in paths]
+    return runs
+
+
 def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) -> int:
     args = parse_args(argv)
     out = Path(args.out)
@@ -471,10 +492,7 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
     loads = json.loads(loads_path.read_text()) if loads_path.is_file() else []
     counts = {"base": args.calib, "aa": args.aa, "hog": args.hog}
     counts.update({kind: args.inj for kind in INJECTED})
-    runs = {
-        kind: [files.load_result(out / "runs" / f"{kind}-{i}.json") for i in range(n)]
-        for kind, n in counts.items()
-    }
+    runs = load_runs(out / "runs", counts, args.only, log)
     suffix = ""
     if args.as_budget is not None:
         runs = {kind: [as_budgeted(r, *args.as_budget) for r in rs] for kind, rs in runs.items()}
@@ -500,6 +518,7 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         "hog_nice": args.hog_nice,
         "check": args.check,
         "as_budget": args.as_budget,
+        "not_measured": sorted(k for k, n in counts.items() if n and not runs[k]),
         "machine": f"{fp['cpu_model']}, {os.cpu_count()} cores, torch {fp['torch']}",
         "settings": settings_text(settings),
         "when": time.strftime("%Y-%m-%d"),
