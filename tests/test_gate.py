@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from helpers import load_tool
 
 from gpt2_fixtures.results import baseline as bl
 from gpt2_fixtures.results import files, fingerprint, gate
+from gpt2_fixtures.results.gate.stats import median_interval
 
 DATA = Path(__file__).parent / "data"
 ROUNDS = 30
@@ -694,6 +696,64 @@ def test_gate_quality_as_budget_needs_reuse_and_a_valid_budget(
         with pytest.raises(SystemExit):
             gq.parse_args(argv)
     assert "--as-budget" in capsys.readouterr().err
+
+
+def test_adaptive_rounds_stop_once_the_median_interval_is_narrow_enough() -> None:
+    gq = load_tool("gate_quality")
+    # n = 10: the 95% interval of the median is the 2nd and 9th values, both 1.0: +-0%
+    assert gq.adaptive_stop([1.0] * 9 + [2.0] * 11, 0.03, 10)[0] == 10
+    # a wide start narrows as rounds come: stops at the first n whose interval is within +-3%
+    values = [1.0, 1.3, 0.8, 1.2, 0.9, 1.0, 1.0, 1.01, 0.99, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    n, why = gq.adaptive_stop(values, 0.03, 5)
+    low, high = median_interval(values[:n])
+    assert (high - low) / 2 / statistics.median(values[:n]) <= 0.03
+    low, high = median_interval(values[: n - 1])
+    assert (high - low) / 2 / statistics.median(values[: n - 1]) > 0.03 and n > 5
+    assert why.endswith(f"after {n} rounds")
+    # never narrow enough: every round, and why says so
+    n, why = gq.adaptive_stop([1.0, 1.5] * 10, 0.03, 10)
+    assert n == 20 and why == "adaptive: +-20.0% > 3% after all 20 rounds"
+
+
+def test_gate_quality_judges_fixed_rounds_as_adaptive_rounds_would_have_cut_them() -> None:
+    gq = load_tool("gate_quality")
+    control = [1.0, 1.5] * 10
+    # the rounds move with their control: time/control is constant, so it stops at the minimum
+    steady = bench("test_train[b]", data=[0.1 * c for c in control], control=control)
+    # no control: judged on the times themselves, which never narrow to +-3%
+    noisy = bench("test_infer[a]", data=[0.1 * c for c in control])
+    result = doc(steady, noisy)
+    cut = gq.as_adaptive(result, 0.03, 10)
+    b_steady, b_noisy = cut["benchmarks"]
+    assert b_steady["stats"]["data"] == steady["stats"]["data"][:10]
+    assert b_steady["stats"]["rounds"] == 10
+    assert b_steady["extra_info"]["control_round_s"] == control[:10]
+    assert b_noisy["stats"]["data"] == noisy["stats"]["data"]
+    assert b_noisy["extra_info"]["rounds_why"].endswith("after all 20 rounds")
+    plan = cut["machine_info"]["gpt2"]["round_plan"]
+    assert plan == "adaptive +-3%, min 10 (cut from fixed rounds)"
+    assert result["benchmarks"][0]["stats"]["rounds"] == 20  # the loaded run is left alone
+    # what cutting saved: timed and control seconds, fixed then cut
+    assert gq.timed_seconds(result) == pytest.approx(sum(control) * 1.1 + sum(control) * 0.1)
+    assert gq.timed_seconds(cut) == pytest.approx(sum(control[:10]) * 1.1 + sum(control) * 0.1)
+
+
+def test_gate_quality_as_adaptive_needs_reuse_and_a_valid_rule(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    gq = load_tool("gate_quality")
+    assert gq.parse_args(["--reuse", "--as-adaptive", "3%:12"]).as_adaptive == (0.03, 12)
+    assert gq.parse_args(["--reuse", "--as-adaptive", "5"]).as_adaptive == (0.05, 10)
+    for argv in (
+        ["--as-adaptive", "3%"],
+        ["--reuse", "--as-adaptive", "x"],
+        ["--reuse", "--as-adaptive", "0%"],
+        ["--reuse", "--as-adaptive", "3%:1"],
+        ["--reuse", "--as-adaptive", "3%", "--as-budget", "2.5"],
+    ):
+        with pytest.raises(SystemExit):
+            gq.parse_args(argv)
+    assert "--as-adaptive" in capsys.readouterr().err
 
 
 def test_gate_quality_pins_one_nice_hog_to_each_cpu() -> None:

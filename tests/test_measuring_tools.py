@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from helpers import load_tool, pytest_with_tools
 
+from gpt2_fixtures.results.gate.stats import median_interval
+
 GRID = ["benchmarks/test_inference.py", "--gpt2-optimizations", "sdpa-fp32,int8"]
 GRID += ["--gpt2-batch-sizes", "1", "--gpt2-seq-lens", "32", "--gpt2-threads", "1"]
 GRID += ["--gpt2-rounds", "3", "--gpt2-warmup", "1"]
@@ -86,7 +88,7 @@ def test_a_case_is_judged_by_its_interval(low: float, high: float, expected: str
 
 @pytest.mark.parametrize("n", [3, 5, 6, 9, 10, 20, 40])
 def test_the_median_interval_is_the_binomial_order_statistics(n: int) -> None:
-    low, high = load_tool("bare_loop").median_interval([float(x) for x in range(1, n + 1)])
+    low, high = median_interval([float(x) for x in range(1, n + 1)])
     k = int(low)
     assert high == n + 1 - k  # symmetric order statistics
     below = sum(math.comb(n, j) for j in range(k)) / 2**n  # P(X < k), X ~ binomial(n, 1/2)

@@ -29,7 +29,6 @@ round measures.
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 import time
@@ -38,6 +37,8 @@ from typing import Any
 
 import pytest
 import torch
+
+from gpt2_fixtures.results.gate.stats import median_interval
 
 RESULTS: list[dict[str, Any]] = []
 PHASES = ("train", "infer")
@@ -103,22 +104,6 @@ class BareBeforeControl:
         self.pairs.bare.append(time.perf_counter() - start)
         self.pairs.control.append(float(self.control.run()))
         return self.pairs.control[-1]
-
-
-def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
-    """A distribution-free interval for the median: order statistics k and n + 1 - k, with k
-    the largest for which a binomial(n, 1/2) count below k has probability at most
-    (1 - level) / 2 (Hollander, Wolfe and Chicken, Nonparametric Statistical Methods, 3.6).
-    With too few values for that, the whole range, which the band then rarely holds."""
-    xs, n = sorted(values), len(values)
-    below, k = 0.0, 0
-    for j in range(n + 1):
-        below += math.comb(n, j) / 2**n
-        if below > (1 - level) / 2:
-            break
-        k = j + 1
-    k = max(k, 1)
-    return xs[k - 1], xs[n - k]
 
 
 def verdict(low: float, high: float, band: tuple[float, float]) -> str:

@@ -22,6 +22,7 @@ Judged (default gate settings unless overridden):
     python tools/gate_quality.py --out gate-quality    # the full protocol: 21 processes, ~2 h here
     python tools/gate_quality.py --out gq --reuse                   # judge the saved runs again
     python tools/gate_quality.py --out gq --reuse --as-budget 2.5:10  # as a round budget would
+    python tools/gate_quality.py --out gq --reuse --as-adaptive 3%:10  # as adaptive rounds would
     python tools/gate_quality.py --out gq --only hog      # record the hog baseline again, judge
     python tools/gate_quality.py --out gq --grid "benchmarks/test_inference.py ..." --aa 2 ...
 
@@ -35,6 +36,7 @@ import argparse
 import contextlib
 import itertools
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -51,6 +53,7 @@ from gpt2_fixtures.results import baseline as baseline_io
 from gpt2_fixtures.results import files, gate
 from gpt2_fixtures.results.fingerprint import fingerprint
 from gpt2_fixtures.results.gate import samples as gate_samples
+from gpt2_fixtures.results.gate.stats import median_interval
 from gpt2_fixtures.results.gate.verdicts import CALIBRATED_TIME_REL
 from gpt2_fixtures.results.pooling import round_stats
 
@@ -301,6 +304,23 @@ def markdown(figures: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
             else []
         ),
         *(
+            [
+                f"Judged as adaptive rounds would have measured them: each case stopped at the "
+                f"first round from round {a[1]} on whose 95% interval of the median time/control "
+                f"lies within +-{a[0]:.0%} of it (an estimate)."
+            ]
+            if (a := meta.get("as_adaptive"))
+            else []
+        ),
+        *(
+            [
+                f"Timed and control rounds per process (median): {t[0]:.1f} s fixed, {t[1]:.1f} s "
+                f"cut ({1 - t[1] / t[0]:.0%} less)."
+            ]
+            if (t := meta.get("timed_s"))
+            else []
+        ),
+        *(
             [f"Not measured (left out of `--only`, never run): {', '.join(missing)}."]
             if (missing := meta.get("not_measured"))
             else []
@@ -404,10 +424,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "each case cut to the first rounds its warm step plans (an estimate: those rounds took "
         "less wall time in a real budgeted run). Writes gate_quality-budget-*.md/json",
     )
+    add(
+        "--as-adaptive",
+        metavar="HALF%:MIN",
+        help="with --reuse: judge fixed-round runs as adaptive rounds would have measured them, "
+        "each case stopped at the first round from MIN on whose 95%% interval of the median "
+        "time/control lies within +-HALF of it (an estimate). Writes "
+        "gate_quality-adaptive-*.md/json",
+    )
     gate.add_gate_arguments(parser)
     args = parser.parse_args(argv)
     if args.as_budget is not None:
         args.as_budget = parse_budget(parser, args.as_budget, args.reuse)
+    if args.as_adaptive is not None:
+        args.as_adaptive = parse_adaptive(parser, args.as_adaptive, args.reuse)
+        if args.as_budget is not None:
+            parser.error("--as-budget and --as-adaptive: one estimate at a time")
     if args.calib < 2 or args.aa < 1 or (args.hog and args.hog < 2):
         parser.error("--calib and --hog need at least 2 processes, --aa at least 1")
     unknown = args.only - {"base", "hog", *KINDS}
@@ -429,23 +461,98 @@ def parse_budget(parser: argparse.ArgumentParser, text: str, reuse: bool) -> tup
     return budget
 
 
-def as_budgeted(result: dict[str, Any], budget_s: float, least: int) -> dict[str, Any]:
-    """``result`` (fixed rounds) with every case cut to the rounds ``RoundPlan`` gives it from its
-    recorded warm step: ``stats`` recomputed, per-round lists cut alike, the plan recorded."""
+def parse_adaptive(parser: argparse.ArgumentParser, text: str, reuse: bool) -> tuple[float, int]:
+    half, _, least = text.partition(":")
+    try:
+        rule = (float(half.rstrip("%")) / 100, int(least or 10))
+    except ValueError:
+        parser.error(f"--as-adaptive {text!r}: expected HALF%:MIN, e.g. 3%:10")
+    if not reuse or not 0 < rule[0] < 1 or rule[1] < 2:
+        parser.error("--as-adaptive needs --reuse, a half-width between 0% and 100% and MIN >= 2")
+    return rule
+
+
+Stop = Callable[[list[float], dict[str, Any]], tuple[int, str]]
+
+
+def cut_runs(result: dict[str, Any], stop: Stop, plan: str) -> dict[str, Any]:
+    """``result`` (fixed rounds) with every case cut to the first ``stop(data, extra_info)``
+    rounds: ``stats`` recomputed, per-round lists cut alike, why recorded; the loaded run is
+    left alone."""
     out = json.loads(json.dumps(result))
     for bench in out.get("benchmarks", []):
         data, info = bench["stats"]["data"], bench.get("extra_info", {})
-        plan = RoundPlan(len(data), 0, budget_s, least)
-        n, why = plan.rounds(info.get("warm_step_s"))
+        n, why = stop(data, info)
         bench["stats"] = round_stats(data[:n])  # the block pooled results carry
         for key, value in info.items():
             if isinstance(value, list) and len(value) == len(data):
                 info[key] = value[:n]
         info["rounds_why"] = why
-    out.setdefault("machine_info", {}).setdefault("gpt2", {})["round_plan"] = (
-        f"budget {budget_s:g} s, min {least} (cut from fixed rounds)"
-    )
+    out.setdefault("machine_info", {}).setdefault("gpt2", {})["round_plan"] = plan
     return out
+
+
+def as_budgeted(result: dict[str, Any], budget_s: float, least: int) -> dict[str, Any]:
+    """``result`` with every case cut to the rounds ``RoundPlan`` gives it from its recorded
+    warm step."""
+
+    def stop(data: list[float], info: dict[str, Any]) -> tuple[int, str]:
+        return RoundPlan(len(data), 0, budget_s, least).rounds(info.get("warm_step_s"))
+
+    return cut_runs(result, stop, f"budget {budget_s:g} s, min {least} (cut from fixed rounds)")
+
+
+def adaptive_stop(values: Sequence[float], half: float, least: int) -> tuple[int, str]:
+    """(rounds, why): where a rule that stops a case once it is narrow enough would have
+    stopped: the first n >= ``least`` whose 95% interval of the median (order statistics) lies
+    within +-``half`` of that median; all the rounds if none does."""
+    width = math.inf
+    for n in range(min(least, len(values)), len(values) + 1):
+        low, high = median_interval(values[:n])
+        width = (high - low) / 2 / statistics.median(values[:n])
+        if width <= half:
+            return n, f"adaptive: median interval +-{width:.1%} <= {half:.0%} after {n} rounds"
+    return len(values), f"adaptive: +-{width:.1%} > {half:.0%} after all {len(values)} rounds"
+
+
+def as_adaptive(result: dict[str, Any], half: float, least: int) -> dict[str, Any]:
+    """``result`` with every case cut where ``adaptive_stop`` stops it, judged on what the gate
+    judges: each round's time over its control where the case has one, else its time."""
+
+    def stop(data: list[float], info: dict[str, Any]) -> tuple[int, str]:
+        control = info.get("control_round_s")
+        ok = isinstance(control, list) and len(control) == len(data)
+        values = [t / c for t, c in zip(data, control, strict=True)] if ok else data
+        return adaptive_stop(values, half, least)
+
+    return cut_runs(result, stop, f"adaptive +-{half:.0%}, min {least} (cut from fixed rounds)")
+
+
+def timed_seconds(result: Mapping[str, Any]) -> float:
+    """Seconds of timed rounds and their control rounds in one run: what cutting rounds saves."""
+    total = 0.0
+    for bench in result.get("benchmarks", []):
+        control = bench.get("extra_info", {}).get("control_round_s")
+        total += sum(bench["stats"]["data"]) + (sum(control) if isinstance(control, list) else 0)
+    return total
+
+
+def as_estimated(
+    runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace
+) -> tuple[dict[str, list[dict[str, Any]]], str, list[float] | None]:
+    """The runs as ``--as-budget``/``--as-adaptive`` would have cut them, the files' suffix and
+    the median seconds of timed and control rounds per process, fixed then cut (None: uncut)."""
+    if args.as_budget is not None:
+        cut = {k: [as_budgeted(r, *args.as_budget) for r in rs] for k, rs in runs.items()}
+        suffix = "-budget-{:g}-{}".format(*args.as_budget)
+    elif args.as_adaptive is not None:
+        cut = {k: [as_adaptive(r, *args.as_adaptive) for r in rs] for k, rs in runs.items()}
+        suffix = f"-adaptive-{args.as_adaptive[0] * 100:g}-{args.as_adaptive[1]}"
+    else:
+        return runs, "", None
+    before = [timed_seconds(r) for rs in runs.values() for r in rs]
+    after = [timed_seconds(r) for rs in cut.values() for r in rs]
+    return cut, suffix, [statistics.median(before), statistics.median(after)]
 
 
 def make_runs(args: argparse.Namespace, out: Path, log: Callable[[str], None]) -> list[float]:
@@ -493,10 +600,7 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
     counts = {"base": args.calib, "aa": args.aa, "hog": args.hog}
     counts.update({kind: args.inj for kind in INJECTED})
     runs = load_runs(out / "runs", counts, args.only, log)
-    suffix = ""
-    if args.as_budget is not None:
-        runs = {kind: [as_budgeted(r, *args.as_budget) for r in rs] for kind, rs in runs.items()}
-        suffix = "-budget-{:g}-{}".format(*args.as_budget)
+    runs, suffix, timed = as_estimated(runs, args)
     names = [str(out / "runs" / f"base-{i}.json") for i in range(args.calib)]
     calibrated = baseline_io.pool_results(runs["base"], names)
     files.save_result(calibrated, out / f"baseline{suffix}.json")
@@ -518,6 +622,8 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         "hog_nice": args.hog_nice,
         "check": args.check,
         "as_budget": args.as_budget,
+        "as_adaptive": args.as_adaptive,
+        "timed_s": timed,
         "not_measured": sorted(k for k, n in counts.items() if n and not runs[k]),
         "machine": f"{fp['cpu_model']}, {os.cpu_count()} cores, torch {fp['torch']}",
         "settings": settings_text(settings),

@@ -235,3 +235,20 @@ def _undecided(
         return f"{where}: at the threshold itself, more rounds will hardly decide"
     needed = math.ceil(ev.rounds * (half / gap) ** 2)
     return f"{where}: about {needed:,} rounds a side would decide"
+
+
+def median_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval for the median: order statistics k and n + 1 - k, with k
+    the largest for which a binomial(n, 1/2) count below k has probability at most
+    (1 - level) / 2 (Hollander, Wolfe and Chicken, Nonparametric Statistical Methods, 3.6).
+    With too few values for that, the whole range. Used by the measuring tools (the bare-loop
+    check, the adaptive-rounds estimate), not by the gate's two-sample verdicts."""
+    xs, n = sorted(values), len(values)
+    below, k = 0.0, 0
+    for j in range(n + 1):
+        below += math.comb(n, j) / 2**n
+        if below > (1 - level) / 2:
+            break
+        k = j + 1
+    k = max(k, 1)
+    return xs[k - 1], xs[n - k]
