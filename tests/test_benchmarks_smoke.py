@@ -68,6 +68,9 @@ def test_train_and_inference_write_results(tmp_path):
         assert info["rounds_why"] == "fixed: 2 rounds (no round budget)"
         faults = info["round_page_faults"]  # counted, information only
         assert len(faults) == 2 and all(isinstance(f, int) and f >= 0 for f in faults)
+        # the control before each round, and after it: the next round's, then one more
+        before, after = info["control_round_s"], info["control_after_round_s"]
+        assert len(before) == len(after) == 2 and after[0] == before[1] and after[1] > 0
 
 
 def test_autosave_then_compare_fail(tmp_path):

@@ -15,6 +15,7 @@ from helpers import load_tool
 
 from gpt2_fixtures.results import baseline as bl
 from gpt2_fixtures.results import files, fingerprint, gate
+from gpt2_fixtures.results.gate import samples as samples_of_gate
 from gpt2_fixtures.results.gate.stats import median_interval
 
 DATA = Path(__file__).parent / "data"
@@ -254,6 +255,47 @@ def test_control_ratios_are_per_round() -> None:
     assert gate.control_ratios(bench(data=[2.0, 3.0], control=[1.0, 2.0])) == [2.0, 1.5]
     with pytest.raises(files.UnusableInput, match=r"control_round_s\[1\] is 0.0, expected > 0"):
         files.validate_result(doc(bench(data=[2.0, 3.0], control=[1.0, 0.0])), "x.json")
+
+
+def test_each_round_is_judged_against_the_controls_around_it_when_both_sides_have_them() -> None:
+    # the control after each round (control_after_round_s) joins the one before it: their
+    # geometric mean
+    around = bench(data=[2.0, 3.0], control=[1.0, 2.0], control_after_round_s=[4.0, 2.0])
+    assert samples_of_gate.control_rounds(around) == [2.0, 2.0]
+    assert gate.control_ratios(around) == [1.0, 1.5]
+    assert gate.control_ratios(around, around=False) == [2.0, 1.5]
+    # a misaligned after-list is not used (and is unusable input to the gate)
+    short = bench(data=[2.0, 3.0], control=[1.0, 2.0], control_after_round_s=[4.0])
+    assert gate.control_ratios(short) == [2.0, 1.5]
+    with pytest.raises(files.UnusableInput, match=r"control_after_round_s holds 1 values"):
+        files.validate_result(doc(short), "x.json")
+
+
+def test_one_basis_for_both_sides_the_controls_around_only_when_both_have_them() -> None:
+    # the machine's speed swings between rounds: the control before a round reads it 2x slow
+    # or 2x fast by turns, the control after it the other way round; the rounds themselves
+    # (+4.7% here, under the 10% threshold) hold steady around them
+    swing = [0.002, 0.008] * (ROUNDS // 2)
+    after = [0.008, 0.002] * (ROUNDS // 2)
+    base = bench(data=rounds(0.01, 1), control=swing, control_after_round_s=after)
+    cur = bench(data=rounds(0.0105, 2), control=swing, control_after_round_s=after)
+    assert samples_of_gate.has_control_around(base, cur)
+    # around each round the control reads 0.004 s: the ratios are as steady as the rounds
+    assert time_control_row(gate.compare(doc(base), doc(cur))).verdict == "pass"
+    # an older baseline without the after-list: both sides on the control before each round,
+    # whose swing leaves the interval too wide to say pass
+    old = bench(data=rounds(0.01, 1), control=swing)
+    assert not samples_of_gate.has_control_around(old, cur)
+    mixed = time_control_row(gate.compare(doc(old), doc(cur)))
+    plain = bench(data=rounds(0.0105, 2), control=swing)
+    both_before = time_control_row(gate.compare(doc(old), doc(plain)))
+    assert mixed.verdict == both_before.verdict == gate.INCONCLUSIVE
+    assert mixed.change == pytest.approx(both_before.change)
+
+
+def time_control_row(result: gate.GateResult) -> Any:
+    (row,) = [r for r in result.rows if r.metric == "time/control"]
+    return row
 
 
 # --- other metrics --------------------------------------------------------------------------------
@@ -736,6 +778,24 @@ def test_gate_quality_judges_fixed_rounds_as_adaptive_rounds_would_have_cut_them
     # what cutting saved: timed and control seconds, fixed then cut
     assert gq.timed_seconds(result) == pytest.approx(sum(control) * 1.1 + sum(control) * 0.1)
     assert gq.timed_seconds(cut) == pytest.approx(sum(control[:10]) * 1.1 + sum(control) * 0.1)
+
+
+def test_gate_quality_judges_old_runs_as_if_the_control_ran_around_each_round() -> None:
+    gq = load_tool("gate_quality")
+    result = doc(bench("test_train[b]", data=[1.0, 2.0, 3.0], control=[0.1, 0.2, 0.3]))
+    (around,) = gq.as_controls(result, "around")["benchmarks"]
+    # the next round's control is the one after each round; the last round has none: left out
+    assert around["stats"]["data"] == [1.0, 2.0]
+    assert around["extra_info"]["control_round_s"] == [0.1, 0.2]
+    assert around["extra_info"]["control_after_round_s"] == [0.2, 0.3]
+    assert gate.control_ratios(around) == pytest.approx([1.0 / 0.1414214, 2.0 / 0.2449490])
+    (before,) = gq.as_controls(result, "before")["benchmarks"]
+    assert before["stats"]["data"] == [1.0, 2.0]
+    assert "control_after_round_s" not in before["extra_info"]
+    assert "control_after_round_s" not in result["benchmarks"][0]["extra_info"]  # left alone
+    for argv in (["--as-controls", "around"], ["--reuse", "--as-controls", "x"]):
+        with pytest.raises(SystemExit):
+            gq.parse_args(argv)
 
 
 def test_gate_quality_as_adaptive_needs_reuse_and_a_valid_rule(

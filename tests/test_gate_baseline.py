@@ -32,6 +32,30 @@ def test_pooled_baseline_concatenates_rounds_and_per_round_lists(tmp_path: Path)
     assert "gpt2_calibration" not in plain
 
 
+def test_calibration_judges_every_process_on_one_control_basis() -> None:
+    rng = np.random.default_rng(2)
+
+    def process(after: float | None) -> dict[str, Any]:
+        entry = bench("test_infer[a]", 0.1, rng, n=20)
+        # a last round of its own makes each process a separate run; the median stays 0.1 s
+        entry["stats"]["data"] = [0.1] * 19 + [0.1 + rng.uniform(0, 1e-3)]
+        entry["extra_info"]["control_round_s"] = [0.01] * 20
+        if after is not None:  # the control after each round: around it, sqrt(0.01 x after)
+            entry["extra_info"]["control_after_round_s"] = [after] * 20
+        return doc(entry)
+
+    def spread(runs: list[dict[str, Any]]) -> float:
+        pooled = bl.pool_results(runs, [f"r{i}" for i in range(len(runs))])
+        spreads = pooled["gpt2_calibration"]["benchmarks"]["benchmarks/test_x.py::test_infer[a]"]
+        return float(spreads["time/control"])
+
+    # around their rounds, two of the four processes ran at half the ratio: a spread
+    assert spread([process(0.01), process(0.04), process(0.01), process(0.04)]) > 0.3
+    # one process without the after-list: every process on the control before its rounds,
+    # which was the same in all four
+    assert spread([process(0.01), process(0.04), process(0.01), process(None)]) == 0.0
+
+
 def test_pooling_refuses_different_grids_and_failed_cases(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

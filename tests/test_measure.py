@@ -286,6 +286,46 @@ def test_measure_case_picks_the_timed_calls_out_of_every_call_of_the_step():
         m.timed_of(records[:-1])
 
 
+def test_every_timed_round_has_a_control_right_before_and_right_after_it():
+    events = []
+
+    class LoggedControl:
+        kind = "logged"
+
+        def __init__(self):
+            self.values = iter([9.0, 0.1, 0.2, 0.4, 0.8])
+
+        def run(self):
+            events.append("control")
+            return next(self.values)
+
+    counted = measure.CountedStep(lambda: events.append("step"))
+    tracker = FakeMemory([1.0] * 20)
+    tracker.kind = "cpu_rss"
+    hooks = measure.RoundHooks(tracker, LoggedControl())
+    plan = measure.RoundPlan(most=3, warmup=1)
+    m = measure.measure_case(FakeBenchmark(), counted, hooks, plan, (1, 8))
+    # warmup and 3 timed rounds, each after its control; one more control after the last round;
+    # the settled memory steps run once the control is released
+    settled = ["step"] * (memory.SETTLED_ROUNDS + 1)
+    assert events == ["control", "step"] * 4 + ["control"] + settled
+    assert m.info["control_round_s"] == [0.1, 0.2, 0.4]
+    assert m.info["control_after_round_s"] == [0.2, 0.4, 0.8]
+    # without a control there is nothing after either
+    hooks = measure.RoundHooks(tracker, control=None)
+    step = measure.CountedStep(lambda: None)
+    m = measure.measure_case(FakeBenchmark(), step, hooks, plan, (1, 8))
+    assert m.info["control_after_round_s"] is None and m.info["control_round_s"] == []
+
+
+def test_the_control_after_the_last_round_is_reduced_across_ranks():
+    hooks = measure.RoundHooks(FakeMemory([1.0] * 4), control=None)
+    hooks.control_s, hooks.control_after_s = [0.1, 0.2], 0.3
+    hooks.reduce(lambda values: [v * 2 for v in values])
+    assert hooks.control_s == [0.2, 0.4] and hooks.control_after_s == 0.6
+    assert hooks.controls_after(2) == [0.4, 0.6]
+
+
 def test_measure_case_reduces_every_per_round_value_across_ranks():
     counted = measure.CountedStep(lambda: None)
     tracker = FakeMemory([1.0] * 20)

@@ -147,3 +147,15 @@ def test_rounds_are_paired_with_the_last_bare_calls() -> None:
     assert row["bare_round_ms"] == [1000.0, 1000.0, 2000.0]
     assert row["ratio"] == 2.0 and (row["ratio_low"], row["ratio_high"]) == (2.0, 3.0)
     assert row["verdict"] == "inside"
+
+
+def test_the_control_after_the_last_round_is_left_out_of_the_pairing() -> None:
+    # the case ran its control once more after its last round (0.7 s), with a burst before it
+    bare_loop = load_tool("bare_loop")
+    done = pairs([0.5, 1.0, 1.0, 2.0, 5.0], [9.0, 0.1, 0.2, 0.3, 0.7])
+    after = [0.2, 0.3, 0.7]  # the case's control_after_round_s
+    row = bare_loop.summarise("c", [2.0, 3.0, 4.0], [0.1, 0.2, 0.3], done, (0, 9), after)
+    assert row["bare_round_ms"] == [1000.0, 1000.0, 2000.0] and row["verdict"] == "inside"
+    # told nothing of it, the last three controls are not the rounds' own: not paired
+    row = bare_loop.summarise("c", [2.0, 3.0, 4.0], [0.1, 0.2, 0.3], done, (0, 9))
+    assert row["verdict"] == "not judged"

@@ -170,25 +170,36 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     benchmark = item.funcargs.get("benchmark")
     stats = getattr(benchmark, "stats", None)
     data = list(getattr(getattr(stats, "stats", None), "data", None) or [])
-    recorded = list(getattr(benchmark, "extra_info", {}).get("control_round_s") or [])
+    info = getattr(benchmark, "extra_info", {})
+    recorded = list(info.get("control_round_s") or [])
+    after = list(info.get("control_after_round_s") or [])
     if outcome.excinfo is None and data:
-        RESULTS.append(summarise(item.name, data, recorded, pairs, _band(item.config)))
+        RESULTS.append(summarise(item.name, data, recorded, pairs, _band(item.config), after))
 
 
 def summarise(
-    name: str, data: list[float], recorded: list[float], pairs: Pairs, band: tuple[float, float]
+    name: str,
+    data: list[float],
+    recorded: list[float],
+    pairs: Pairs,
+    band: tuple[float, float],
+    after: list[float] | None = None,
 ) -> dict[str, Any]:
-    """One case's row: its rounds ``data`` paired with the last ``len(data)`` bare calls (the
-    warmup rounds' come first). The pairing holds only if the controls that ran after those
-    bare calls are the ones the case recorded for its rounds (``recorded``: its
+    """One case's row: its rounds ``data`` paired with the ``len(data)`` bare calls before
+    them (the warmup rounds' come first; where the case ran its control once more after the
+    last round, ``after``: its ``control_after_round_s``, the burst before that one comes
+    last and is left out). The pairing holds only if the controls that ran after those bare
+    calls are the ones the case recorded for its rounds (``recorded``: its
     ``control_round_s``); otherwise the case is not judged."""
     row: dict[str, Any] = {"name": name, "reported_ms": statistics.median(data) * 1e3}
     row |= {"reported_min_ms": min(data) * 1e3, "reported_max_ms": max(data) * 1e3}
     n = len(data)
-    if len(pairs.bare) < n or pairs.control[len(pairs.control) - n :] != recorded:
+    last = len(pairs.control) - (1 if after and pairs.control[-1:] == after[-1:] else 0)
+    paired = len(pairs.bare) == len(pairs.control) and pairs.control[last - n : last] == recorded
+    if last < n or not paired:
         why = f"{len(pairs.bare)} bare calls, their controls not the {n} rounds' own: not paired"
         return row | {"verdict": NOT_JUDGED, "why": why}
-    bare = pairs.bare[len(pairs.bare) - n :]
+    bare = pairs.bare[last - n : last]
     ratios = [t / b for t, b in zip(data, bare, strict=True)]
     low, high = median_interval(ratios)
     row |= {"bare_ms": statistics.median(bare) * 1e3, "bare_min_ms": min(bare) * 1e3}

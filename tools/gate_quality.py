@@ -23,6 +23,7 @@ Judged (default gate settings unless overridden):
     python tools/gate_quality.py --out gq --reuse                   # judge the saved runs again
     python tools/gate_quality.py --out gq --reuse --as-budget 2.5:10  # as a round budget would
     python tools/gate_quality.py --out gq --reuse --as-adaptive 3%:10  # as adaptive rounds would
+    python tools/gate_quality.py --out gq --reuse --as-controls around  # controls on both sides
     python tools/gate_quality.py --out gq --only hog      # record the hog baseline again, judge
     python tools/gate_quality.py --out gq --grid "benchmarks/test_inference.py ..." --aa 2 ...
 
@@ -314,6 +315,15 @@ def markdown(figures: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         ),
         *(
             [
+                f"Judged on the control {c} each round (`--as-controls {c}`): every case's "
+                "last round left out (an estimate for runs recorded without the control after "
+                "the last round)."
+            ]
+            if (c := meta.get("as_controls"))
+            else []
+        ),
+        *(
+            [
                 f"Timed and control rounds per process (median): {t[0]:.1f} s fixed, {t[1]:.1f} s "
                 f"cut ({1 - t[1] / t[0]:.0%} less)."
             ]
@@ -432,14 +442,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "time/control lies within +-HALF of it (an estimate). Writes "
         "gate_quality-adaptive-*.md/json",
     )
+    add(
+        "--as-controls",
+        choices=("before", "around"),
+        help="with --reuse: judge runs recorded without the control after each round as if "
+        "they had it (around: each round's next control is the one after it) or not (before), "
+        "the last round left out in both, so that the two compare. Writes "
+        "gate_quality-controls-*.md/json",
+    )
     gate.add_gate_arguments(parser)
     args = parser.parse_args(argv)
     if args.as_budget is not None:
         args.as_budget = parse_budget(parser, args.as_budget, args.reuse)
     if args.as_adaptive is not None:
         args.as_adaptive = parse_adaptive(parser, args.as_adaptive, args.reuse)
-        if args.as_budget is not None:
-            parser.error("--as-budget and --as-adaptive: one estimate at a time")
+    estimates = [args.as_budget, args.as_adaptive, args.as_controls]
+    if sum(e is not None for e in estimates) > 1:
+        parser.error("--as-budget, --as-adaptive and --as-controls: one estimate at a time")
+    if args.as_controls is not None and not args.reuse:
+        parser.error("--as-controls needs --reuse")
     if args.calib < 2 or args.aa < 1 or (args.hog and args.hog < 2):
         parser.error("--calib and --hog need at least 2 processes, --aa at least 1")
     unknown = args.only - {"base", "hog", *KINDS}
@@ -528,6 +549,23 @@ def as_adaptive(result: dict[str, Any], half: float, least: int) -> dict[str, An
     return cut_runs(result, stop, f"adaptive +-{half:.0%}, min {least} (cut from fixed rounds)")
 
 
+def as_controls(result: dict[str, Any], basis: str) -> dict[str, Any]:
+    """``result`` (recorded before the control also ran after the last round) as a run with the
+    control on both sides of each round would have judged it: the next round's control is the
+    one after each round, and the last round, which has none after it, is left out. ``basis``
+    "before" leaves the after-list out: the same rounds, judged on the control before them."""
+
+    def stop(data: list[float], info: dict[str, Any]) -> tuple[int, str]:
+        control = info.get("control_round_s")
+        if not isinstance(control, list) or len(control) != len(data) or len(data) < 2:
+            return len(data), "no control to pair: all rounds"
+        if basis == "around":  # aligned with the rounds until cut; the last entry goes with it
+            info["control_after_round_s"] = [*control[1:], control[-1]]
+        return len(data) - 1, f"controls {basis}: the last round left out"
+
+    return cut_runs(result, stop, f"controls {basis} each round (cut from fixed rounds)")
+
+
 def timed_seconds(result: Mapping[str, Any]) -> float:
     """Seconds of timed rounds and their control rounds in one run: what cutting rounds saves."""
     total = 0.0
@@ -548,6 +586,9 @@ def as_estimated(
     elif args.as_adaptive is not None:
         cut = {k: [as_adaptive(r, *args.as_adaptive) for r in rs] for k, rs in runs.items()}
         suffix = f"-adaptive-{args.as_adaptive[0] * 100:g}-{args.as_adaptive[1]}"
+    elif args.as_controls is not None:
+        cut = {k: [as_controls(r, args.as_controls) for r in rs] for k, rs in runs.items()}
+        suffix = f"-controls-{args.as_controls}"
     else:
         return runs, "", None
     before = [timed_seconds(r) for rs in runs.values() for r in rs]
@@ -623,6 +664,7 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         "check": args.check,
         "as_budget": args.as_budget,
         "as_adaptive": args.as_adaptive,
+        "as_controls": args.as_controls,
         "timed_s": timed,
         "not_measured": sorted(k for k, n in counts.items() if n and not runs[k]),
         "machine": f"{fp['cpu_model']}, {os.cpu_count()} cores, torch {fp['torch']}",

@@ -75,6 +75,9 @@ class RoundHooks:
     profile: StepProfile | None = None
     # page faults taken inside each round (between setup and teardown): information only
     faults: list[float] = field(default_factory=list)
+    # the control run once more after the last timed round (``close``), so that every timed round
+    # has a control right before and right after it
+    control_after_s: float | None = None
     _faults_at: int = 0
 
     def setup(self) -> None:
@@ -94,6 +97,21 @@ class RoundHooks:
         if reserved is not None:
             self.reserved_mb.append(reserved)
 
+    def close(self) -> None:
+        """After the last timed round, untimed: the control once more. A round's speed follows
+        the machine's speed in the seconds around it; the controls on both sides of it measure
+        that better than the one before it alone (docs/measuring.md, "Control workload")."""
+        if self.control is not None:
+            self.control_after_s = self.control.run()
+
+    def controls_after(self, rounds: int) -> list[float] | None:
+        """The control that ran right after each of the last ``rounds`` rounds: the next round's
+        own, and for the last round the one ``close`` ran; None without it."""
+        before = self.measured(self.control_s, rounds)
+        if self.control_after_s is None or len(before) != rounds or rounds < 1:
+            return None
+        return [*before[1:], self.control_after_s]
+
     def measured(self, values: list[float], rounds: int) -> list[float]:
         """Drop the warmup rounds' entries: the last ``rounds`` belong to measured rounds."""
         return values[-rounds:] if values else []
@@ -111,6 +129,8 @@ class RoundHooks:
         self.reserved_mb = reduce(self.reserved_mb)
         self.control_s = reduce(self.control_s)
         self.faults = reduce(self.faults)
+        if self.control_after_s is not None:
+            self.control_after_s = reduce([self.control_after_s])[0]
 
     def settled_memory(
         self, step: Callable[[], None], reduce: Reduce | None = None, base_mb: float | None = None
@@ -158,6 +178,7 @@ def round_metrics(
         "memory_kind": hooks.memory.kind,
         "peak_reserved_mb": max(reserved) if reserved else None,
         "control_round_s": list(control),
+        "control_after_round_s": hooks.controls_after(rounds),
         "control_kind": hooks.control.kind if hooks.control is not None else None,
         "round_page_faults": [int(f) for f in faults],
         "time_ratio_median": (
@@ -327,6 +348,7 @@ def measure_case(
     if times is None:
         return Measured(None, {}, range(stop, stop), step.calls)
     timed = range(stop - len(times), stop)
+    hooks.close()
     if reduce is not None:
         hooks.reduce(reduce)
         times = reduce(times)

@@ -50,10 +50,10 @@ def _rel_spread(values: Sequence[float]) -> float:
     return statistics.stdev(values) / abs(statistics.fmean(values))
 
 
-def _rounds_of(bench: Mapping[str, Any], metric: Metric) -> list[float] | None:
+def _rounds_of(bench: Mapping[str, Any], metric: Metric, around: bool) -> list[float] | None:
     raw = NORMALISED_KEYS.get(metric.key)
     if raw is not None:
-        return samples.normalised_rounds(bench, METRICS[raw])
+        return samples.normalised_rounds(bench, METRICS[raw], around)
     if metric is TIME or metric.rounds_key:
         return samples.metric_rounds(bench, metric)
     return None
@@ -63,8 +63,9 @@ def _per_process(entries: Sequence[Mapping[str, Any]], metric: Metric) -> list[f
     """One value per process: the median of its rounds where the gate judges rounds (raw or
     normalised by the control), else its extra_info value."""
     values = []
+    around = samples.has_control_around(*entries)  # one basis for every process, as the gate
     for e in entries:
-        rounds = _rounds_of(e, metric)
+        rounds = _rounds_of(e, metric, around)
         if rounds is not None:
             values.append(statistics.median(rounds))
             continue

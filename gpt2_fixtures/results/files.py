@@ -201,8 +201,8 @@ def _extra_problem(info: Mapping[str, Any], stats: Mapping[str, Any]) -> str:
             if problem:
                 return problem
         pairs = zip(data or [], values, strict=False)
-        if key == "control_round_s" and not all(math.isfinite(t / c) for t, c in pairs):
-            return "extra_info.control_round_s is too small to divide by (ratio overflows)"
+        if key.startswith("control_") and not all(math.isfinite(t / c) for t, c in pairs):
+            return f"extra_info.{key} is too small to divide by (ratio overflows)"
     return ""
 
 

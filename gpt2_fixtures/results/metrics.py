@@ -118,5 +118,6 @@ METRICS: dict[str, Metric] = {
 # extra_info keys holding per-round lists aligned with stats.data (validated like stats.data)
 ROUND_LIST_KEYS: tuple[str, ...] = (
     "control_round_s",
+    "control_after_round_s",
     *dict.fromkeys(m.rounds_key for m in EXTRA_METRICS if m.rounds_key),
 )

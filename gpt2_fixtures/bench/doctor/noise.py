@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt2_fixtures.bench.doctor.checks import FAIL, OK, WARN, Check
+from gpt2_fixtures.results.gate.samples import control_ratios
 
 POWER = 0.80
 GRID_BENCHMARKS = 25  # judged benchmarks of the default CPU grid: the gate splits alpha over them
@@ -76,14 +77,20 @@ def case_noise(bench: Mapping[str, Any]) -> ProbeCase | None:
     data = [float(x) for x in (bench.get("stats") or {}).get("data") or [] if _finite(x)]
     if len(data) < 2:
         return None
-    control = (bench.get("extra_info") or {}).get("control_round_s") or []
+    # what the gate judges: each round over the controls around it (samples.control_rounds)
+    ratios = control_ratios(bench) if all(_finite(c) and c > 0 for c in _controls(bench)) else None
     basis, values = "time", data
-    if len(control) == len(data) and all(_finite(c) and c > 0 for c in control):
-        basis, values = "time/control", [d / c for d, c in zip(data, control, strict=True)]
+    if ratios is not None and len(ratios) == len(data):
+        basis, values = "time/control", ratios
     mean = statistics.fmean(values)
     cv = statistics.stdev(values) / mean if mean > 0 else math.inf
     name = str(bench.get("name", "?"))
     return ProbeCase(name, len(data), statistics.median(data) * 1000, cv, basis)
+
+
+def _controls(bench: Mapping[str, Any]) -> list[Any]:
+    info = bench.get("extra_info") or {}
+    return [*(info.get("control_round_s") or []), *(info.get("control_after_round_s") or [])]
 
 
 def _finite(x: Any) -> bool:

@@ -468,8 +468,9 @@ def _raw_rounds_row(pair: _Pair, metric: Metric) -> tuple[Row, Evidence | None] 
 
 
 def _normalised_row(pair: _Pair, metric: Metric) -> tuple[Row, Evidence | None] | None:
-    b = samples.normalised_rounds(pair.base, metric)
-    c = samples.normalised_rounds(pair.cur, metric)
+    around = samples.has_control_around(pair.base, pair.cur)
+    b = samples.normalised_rounds(pair.base, metric, around)
+    c = samples.normalised_rounds(pair.cur, metric, around)
     if b is None or c is None:
         return None
     row, ev = _rounds_row(pair, NORMALISED[metric.key], b, c)

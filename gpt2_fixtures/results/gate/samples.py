@@ -3,6 +3,7 @@ latencies, and the between-process spreads a calibrated baseline stores."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,17 +36,39 @@ def rate_rounds(bench: Mapping[str, Any], metric: Metric) -> list[float] | None:
     return [float(value) * median / t for t in times]
 
 
-def control_rounds(bench: Mapping[str, Any]) -> list[float] | None:
-    """Per-round control seconds aligned with `stats.data`, or None."""
-    times, control = round_times(bench), info(bench).get("control_round_s")
-    if times is None or not isinstance(control, list) or len(control) != len(times):
+AFTER_KEY = "control_after_round_s"
+
+
+def _aligned(bench: Mapping[str, Any], key: str) -> list[float] | None:
+    times, values = round_times(bench), info(bench).get(key)
+    if times is None or not isinstance(values, list) or len(values) != len(times):
         return None
-    return [float(c) for c in control]
+    return [float(c) for c in values]
 
 
-def control_ratios(bench: Mapping[str, Any]) -> list[float] | None:
-    """Per-round round_time / control_time, or None when the control is absent or misaligned."""
-    times, control = round_times(bench), control_rounds(bench)
+def control_rounds(bench: Mapping[str, Any], around: bool = True) -> list[float] | None:
+    """Per-round control seconds aligned with `stats.data`, or None. With ``around``, where the
+    control also ran right after every round (`control_after_round_s`, since 0.5.0): the
+    geometric mean of the runs before and after each round, which follows the machine's speed
+    during the round better than the one before it alone (docs/measuring.md, "Control
+    workload"); without it, the run before."""
+    before = _aligned(bench, "control_round_s")
+    after = _aligned(bench, AFTER_KEY) if around and before is not None else None
+    if before is None or after is None:
+        return before
+    return [math.sqrt(b * a) for b, a in zip(before, after, strict=True)]
+
+
+def has_control_around(*benches: Mapping[str, Any]) -> bool:
+    """Every side recorded the control after each round too: only then are both sides judged on
+    the controls around their rounds (one basis for both sides, or none)."""
+    return all(_aligned(b, AFTER_KEY) is not None for b in benches)
+
+
+def control_ratios(bench: Mapping[str, Any], around: bool = True) -> list[float] | None:
+    """Per-round round_time / control_time (``control_rounds``), or None when the control is
+    absent or misaligned."""
+    times, control = round_times(bench), control_rounds(bench, around)
     if times is None or control is None:
         return None
     return [t / c for t, c in zip(times, control, strict=True)]
@@ -79,10 +102,13 @@ def metric_rounds(bench: Mapping[str, Any], metric: Metric) -> list[float] | Non
     return [float(batch) * 1e3 / float(x) for x in raw]
 
 
-def normalised_rounds(bench: Mapping[str, Any], metric: Metric) -> list[float] | None:
-    """Per-round values normalised by the control: a time divided by the control's seconds, a
-    rate multiplied by them (so both stay still when the whole machine slows down)."""
-    values, control = metric_rounds(bench, metric), control_rounds(bench)
+def normalised_rounds(
+    bench: Mapping[str, Any], metric: Metric, around: bool = True
+) -> list[float] | None:
+    """Per-round values normalised by the control (``control_rounds``): a time divided by the
+    control's seconds, a rate multiplied by them (so both stay still when the whole machine
+    slows down)."""
+    values, control = metric_rounds(bench, metric), control_rounds(bench, around)
     if values is None or control is None:
         return None
     if metric.higher_is_worse:  # a time in ms over the control's seconds: a plain ratio
@@ -226,7 +252,8 @@ class Basis:
 def basis(base: Mapping[str, Any], cur: Mapping[str, Any], time_basis: str) -> Basis:
     """What the two sides allow, and how far the control moved between them."""
     lacking = _lacking_control(base, cur)
-    b_ctrl, c_ctrl = control_rounds(base), control_rounds(cur)
+    # the control's own change: its runs before the rounds, as recorded
+    b_ctrl, c_ctrl = control_rounds(base, around=False), control_rounds(cur, around=False)
     change = low = high = None
     if b_ctrl and c_ctrl and control_kind(base) == control_kind(cur):
         b_med = statistics.median(b_ctrl)
