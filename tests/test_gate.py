@@ -793,6 +793,12 @@ def test_gate_quality_judges_old_runs_as_if_the_control_ran_around_each_round() 
     assert before["stats"]["data"] == [1.0, 2.0]
     assert "control_after_round_s" not in before["extra_info"]
     assert "control_after_round_s" not in result["benchmarks"][0]["extra_info"]  # left alone
+    # a run that recorded the control after each round keeps its rounds on both bases
+    (cut,) = gq.as_controls(doc(around), "around")["benchmarks"]
+    assert cut["stats"]["data"] == [1.0, 2.0] and cut["extra_info"]["control_after_round_s"]
+    (cut,) = gq.as_controls(doc(around), "before")["benchmarks"]
+    assert cut["stats"]["data"] == [1.0, 2.0]
+    assert "control_after_round_s" not in cut["extra_info"]
     for argv in (["--as-controls", "around"], ["--reuse", "--as-controls", "x"]):
         with pytest.raises(SystemExit):
             gq.parse_args(argv)

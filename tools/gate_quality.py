@@ -445,10 +445,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add(
         "--as-controls",
         choices=("before", "around"),
-        help="with --reuse: judge runs recorded without the control after each round as if "
-        "they had it (around: each round's next control is the one after it) or not (before), "
-        "the last round left out in both, so that the two compare. Writes "
-        "gate_quality-controls-*.md/json",
+        help="with --reuse: judge each round on the controls around it or on the one before it. "
+        "Runs recorded without the control after each round take the next round's as the one "
+        "after, their last round left out on both bases so that the two compare; runs that "
+        "recorded it keep their rounds. Writes gate_quality-controls-*.md/json",
     )
     gate.add_gate_arguments(parser)
     args = parser.parse_args(argv)
@@ -550,20 +550,26 @@ def as_adaptive(result: dict[str, Any], half: float, least: int) -> dict[str, An
 
 
 def as_controls(result: dict[str, Any], basis: str) -> dict[str, Any]:
-    """``result`` (recorded before the control also ran after the last round) as a run with the
-    control on both sides of each round would have judged it: the next round's control is the
-    one after each round, and the last round, which has none after it, is left out. ``basis``
-    "before" leaves the after-list out: the same rounds, judged on the control before them."""
+    """``result`` judged on the controls around each round ("around") or on the one before it
+    ("before"). A run recorded without the control after each round gets the next round's
+    control as the one after it, and its last round, which has none after it, is left out on
+    both bases, so that the two compare; a run that recorded it keeps its rounds, and "before"
+    drops its after-list."""
 
     def stop(data: list[float], info: dict[str, Any]) -> tuple[int, str]:
-        control = info.get("control_round_s")
+        control, after = info.get("control_round_s"), info.get("control_after_round_s")
         if not isinstance(control, list) or len(control) != len(data) or len(data) < 2:
             return len(data), "no control to pair: all rounds"
-        if basis == "around":  # aligned with the rounds until cut; the last entry goes with it
+        recorded = isinstance(after, list) and len(after) == len(data)
+        if basis == "before":
+            info.pop("control_after_round_s", None)
+        elif not recorded:  # aligned with the rounds until cut; the last entry goes with it
             info["control_after_round_s"] = [*control[1:], control[-1]]
+        if recorded:
+            return len(data), f"controls {basis}: all rounds (the control after each recorded)"
         return len(data) - 1, f"controls {basis}: the last round left out"
 
-    return cut_runs(result, stop, f"controls {basis} each round (cut from fixed rounds)")
+    return cut_runs(result, stop, f"controls {basis} each round")
 
 
 def timed_seconds(result: Mapping[str, Any]) -> float:
