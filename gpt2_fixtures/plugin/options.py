@@ -139,7 +139,8 @@ class RunOptions:
     )  # fmt: skip
     control: str = option(
         controls.TWIN,
-        "The workload timed before every round, that the gate's time/control ratio divides by: "
+        "The workload timed before every round and once after the last, that the gate's "
+        "time/control ratio divides by (each round by the runs before and after it): "
         "twin is a plain-torch GPT-2 of the case's shape and phase, which slows down as the step "
         "does; matmul a fixed matmul loop, cheaper on large GPU cases (README, How it measures).",
         choices=tuple(controls.CONTROLS),
