@@ -100,7 +100,8 @@ class RoundHooks:
     def close(self) -> None:
         """After the last timed round, untimed: the control once more. A round's speed follows
         the machine's speed in the seconds around it; the controls on both sides of it measure
-        that better than the one before it alone (docs/measuring.md, "Control workload")."""
+        that better than the one before it alone (docs/measuring.md, "The control on both sides
+        of a round")."""
         if self.control is not None:
             self.control_after_s = self.control.run()
 

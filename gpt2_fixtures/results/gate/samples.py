@@ -50,8 +50,8 @@ def control_rounds(bench: Mapping[str, Any], around: bool = True) -> list[float]
     """Per-round control seconds aligned with `stats.data`, or None. With ``around``, where the
     control also ran right after every round (`control_after_round_s`, since 0.5.0): the
     geometric mean of the runs before and after each round, which follows the machine's speed
-    during the round better than the one before it alone (docs/measuring.md, "Control
-    workload"); without it, the run before."""
+    during the round better than the one before it alone (docs/measuring.md, "The control on
+    both sides of a round"); without it, the run before."""
     before = _aligned(bench, "control_round_s")
     after = _aligned(bench, AFTER_KEY) if around and before is not None else None
     if before is None or after is None:
