@@ -315,9 +315,9 @@ def markdown(figures: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         ),
         *(
             [
-                f"Judged on the control {c} each round (`--as-controls {c}`): every case's "
-                "last round left out (an estimate for runs recorded without the control after "
-                "the last round)."
+                f"Judged on the control {c} each round (`--as-controls {c}`); in runs recorded "
+                "without the control after each round, every case's last round left out (an "
+                "estimate)."
             ]
             if (c := meta.get("as_controls"))
             else []
@@ -538,13 +538,12 @@ def adaptive_stop(values: Sequence[float], half: float, least: int) -> tuple[int
 
 def as_adaptive(result: dict[str, Any], half: float, least: int) -> dict[str, Any]:
     """``result`` with every case cut where ``adaptive_stop`` stops it, judged on what the gate
-    judges: each round's time over its control where the case has one, else its time."""
+    judges: each round's time over its control (``samples.control_ratios``) where the case has
+    one, else its time."""
 
     def stop(data: list[float], info: dict[str, Any]) -> tuple[int, str]:
-        control = info.get("control_round_s")
-        ok = isinstance(control, list) and len(control) == len(data)
-        values = [t / c for t, c in zip(data, control, strict=True)] if ok else data
-        return adaptive_stop(values, half, least)
+        ratios = gate_samples.control_ratios({"stats": {"data": data}, "extra_info": info})
+        return adaptive_stop(ratios or data, half, least)
 
     return cut_runs(result, stop, f"adaptive +-{half:.0%}, min {least} (cut from fixed rounds)")
 
@@ -584,8 +583,9 @@ def timed_seconds(result: Mapping[str, Any]) -> float:
 def as_estimated(
     runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace
 ) -> tuple[dict[str, list[dict[str, Any]]], str, list[float] | None]:
-    """The runs as ``--as-budget``/``--as-adaptive`` would have cut them, the files' suffix and
-    the median seconds of timed and control rounds per process, fixed then cut (None: uncut)."""
+    """The runs as ``--as-budget``/``--as-adaptive``/``--as-controls`` would have cut them, the
+    files' suffix and the median seconds of timed and control rounds per process, fixed then
+    cut (None: uncut)."""
     if args.as_budget is not None:
         cut = {k: [as_budgeted(r, *args.as_budget) for r in rs] for k, rs in runs.items()}
         suffix = "-budget-{:g}-{}".format(*args.as_budget)
