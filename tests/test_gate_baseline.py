@@ -56,6 +56,46 @@ def test_calibration_judges_every_process_on_one_control_basis() -> None:
     assert spread([process(0.01), process(0.04), process(0.01), process(None)]) == 0.0
 
 
+# footprint_memory_mb of test_train[eager-fp32-b4-s64] in the five calibration processes of the
+# sixth gate-quality run (AMD EPYC, 2026-12-03) and their settled-step stds: glibc's pages make
+# it lumpy, one logits buffer (24.5 MB) at a time
+LUMPY_FOOTPRINTS = [400.3, 424.2, 377.5, 375.3, 375.0]
+LUMPY_STDS = [0.5, 34.6, 1.2, 0.3, 0.0]
+
+
+def footprint_doc(rng: np.random.Generator, value: float, std: float) -> dict[str, Any]:
+    extra = {"phase": "train", "footprint_memory_mb": value, "footprint_memory_mb_std": std}
+    return doc(bench("test_train[a]", 0.1, rng, **extra))
+
+
+def test_resident_memory_is_judged_against_the_processes_mean() -> None:
+    """The threshold k x spread x sqrt(1/m + 1/n) is the noise of a difference of means, so the
+    pooled value it is measured from is the processes' mean. Their median (0.5.0) sat at the
+    lower lump: the sixth run's A process at 449.5 MB read +19.1% against it and failed an A/A
+    (+15.1% from the mean, inside the 18% that five processes' 5.5% spread allows)."""
+    rng = np.random.default_rng(5)
+    runs = [footprint_doc(rng, v, s) for v, s in zip(LUMPY_FOOTPRINTS, LUMPY_STDS, strict=True)]
+    base = bl.pool_results(runs, [f"r{i}" for i in range(5)])
+    (entry,) = base["benchmarks"]
+    assert entry["extra_info"]["footprint_memory_mb"] == pytest.approx(np.mean(LUMPY_FOOTPRINTS))
+
+    def verdict(value: float) -> tuple[str, float]:
+        (r,) = [r for r in gate.compare(base, footprint_doc(rng, value, 16.7)).rows
+                if r.metric == "footprint_memory_mb"]  # fmt: skip
+        return r.verdict, r.change
+
+    assert verdict(449.5) == (gate.PASS, pytest.approx(449.5 / np.mean(LUMPY_FOOTPRINTS) - 1))
+    # the adversary's side: two buffers more than the largest process seen is still a regression
+    assert verdict(max(LUMPY_FOOTPRINTS) + 2 * 24.5 + 20)[0] == gate.REGRESSION
+
+
+def test_pooled_counters_stay_a_count_some_process_had() -> None:
+    rng = np.random.default_rng(6)
+    runs = [doc(bench("test_infer[a]", 0.1, rng, ops_per_step=n)) for n in (410, 410, 412)]
+    (entry,) = bl.pool_results(runs, ["r0", "r1", "r2"])["benchmarks"]
+    assert entry["extra_info"]["ops_per_step"] == 410
+
+
 def test_pooling_refuses_different_grids_and_failed_cases(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

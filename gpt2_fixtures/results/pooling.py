@@ -57,11 +57,14 @@ def _round_lists(infos: Sequence[Mapping[str, Any]], rounds: Sequence[int]) -> d
 
 
 def _metric(
-    key: str, std: str, effect: bool, infos: Sequence[Mapping[str, Any]], rounds: Sequence[int]
+    key: str, std: str, median: bool, infos: Sequence[Mapping[str, Any]], rounds: Sequence[int]
 ) -> dict[str, Any]:
-    """One metric over the union of the runs' rounds: memory (an ``effect`` metric, a peak) is the
-    median process, a mean is the pooled mean; nothing when no run has it, None when some lack it
-    (the first run's value alone would pass for all of them)."""
+    """One metric over the union of the runs' rounds: an exact counter is the median process's
+    count; any other metric, memory included, the pooled mean. The gate judges a pooled value
+    against k x the between-process std x sqrt(1/m + 1/n), the noise of a difference of means: a
+    median of a few processes' lumpy resident readings sat up to two logits buffers from their
+    mean (docs/gate.md, "Memory"). Nothing when no run has it, None when some lack it (the first
+    run's value alone would pass for all of them)."""
     values = [info.get(key) for info in infos]
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
         return {key: None} if any(v is not None for v in values) else {}
@@ -72,7 +75,7 @@ def _metric(
         for v, s, n in zip(values, stds, rounds, strict=True)
     ]
     mean, pooled_std = pooled_mean_std(parts)
-    value = statistics.median(p[0] for p in parts) if effect else mean
+    value = statistics.median(p[0] for p in parts) if median else mean
     return {key: value, std: pooled_std} if has_std else {key: value}
 
 
@@ -87,7 +90,7 @@ def pool_entry(entries: Sequence[Mapping[str, Any]], label: str) -> dict[str, An
     info = dict(infos[0])
     info.update(_round_lists(infos, rounds))
     for m in EXTRA_METRICS:  # every metric the gate judges, from the one registry
-        info.update(_metric(m.key, m.std_key, m.test in ("effect", "counter"), infos, rounds))
+        info.update(_metric(m.key, m.std_key, m.test == "counter", infos, rounds))
     return {**first, "stats": round_stats([x for p in parts for x in p]), "extra_info": info}
 
 
