@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from helpers import load_tool
+from test_gate_holes import bench as bench_with_control
 
 from gpt2_fixtures.results import baseline as bl
 from gpt2_fixtures.results import files, fingerprint, gate
@@ -407,6 +408,42 @@ def test_parse_threshold() -> None:
     for bad in ("time=15", "speed=10%", "time", "time=-5%", "time=x%", "time/control=5%"):
         with pytest.raises(ValueError):
             gate.parse_threshold(bad)
+
+
+def rated(name: str, step_s: float, seed: int) -> dict[str, Any]:
+    """A benchmark with samples/s and tokens/s of its median round, as measure.py records them."""
+    entry = bench_with_control(name, step_s, np.random.default_rng(seed), sigma=0.01, phase="infer")
+    median = entry["stats"]["median"]
+    for key, work in (("samples_per_s", 4), ("tokens_per_s", 256)):
+        entry["extra_info"] |= {key: work / median, f"{key}_std": 0.01 * work / median}
+    return entry
+
+
+def test_a_time_threshold_carries_to_the_rates_of_the_median_round() -> None:
+    """samples/s and tokens/s are the median round's rate: one measurement with time. A user's
+    time=15% once passed a +12% step on time and time/control and failed it on both rates."""
+
+    def judged(step_s: float, *specs: str) -> dict[str, tuple[str, str]]:
+        thresholds = gate.Thresholds().override([gate.parse_threshold(s) for s in specs])
+        base, cur = doc(rated("test_infer[a]", 0.1, 1)), doc(rated("test_infer[a]", step_s, 2))
+        rows = gate.compare(base, cur, gate.GateSettings(thresholds=thresholds)).rows
+        return {r.metric: (r.verdict, str(r.threshold)) for r in rows}
+
+    rates = ("samples_per_s", "tokens_per_s")
+    # no user threshold: every row at its own default, the +12% fails everywhere
+    assert {v for v, _ in judged(0.112).values()} == {gate.REGRESSION}
+    # time=15%: a step 15% slower is a rate 13.04% lower, so the rates judge the same change
+    loose = judged(0.112, "time=15%")
+    assert {v for v, _ in loose.values()} == {gate.PASS}
+    assert all(loose[m][1] == "13% (time=15% as a rate)" for m in rates)
+    assert {v for v, _ in judged(0.117, "time=15%").values()} == {gate.REGRESSION}
+    # per benchmark, and information only, alike
+    assert {v for v, _ in judged(0.112, "test_infer*@time=15%").values()} == {gate.PASS}
+    assert all(judged(0.112, "time=info")[m][1] == "information only" for m in rates)
+    # a rate's own threshold wins
+    own = judged(0.112, "time=15%", "samples_per_s=5%")
+    assert own["samples_per_s"] == (gate.REGRESSION, "5%")
+    assert own["tokens_per_s"][0] == gate.PASS
 
 
 def test_per_benchmark_override_by_exact_name_and_pattern() -> None:

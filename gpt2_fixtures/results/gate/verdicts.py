@@ -148,14 +148,33 @@ class Thresholds:
         return self.find(name, fullname, metric)[0]
 
     def find(self, name: str, fullname: str, metric: str) -> tuple[Threshold, bool]:
-        """The threshold of one benchmark's metric, and whether a user set it."""
+        """The threshold of one benchmark's metric, and whether a user set it. A rate of the
+        median round (``from_time``: samples/s, tokens/s) that the user left alone follows a
+        time threshold the user set: they are one measurement, and ``time=15%`` must not pass
+        a +12% step while its samples/s row fails it."""
         known = METRICS.get(metric)
         key = known.threshold_key if known else metric
+        found, explicit = self._set(name, fullname, key)
+        if known is not None and known.from_time and not explicit:
+            time, time_set = self._set(name, fullname, "time")
+            if time_set:
+                return _rate_of(time), True
+        return found, explicit
+
+    def _set(self, name: str, fullname: str, key: str) -> tuple[Threshold, bool]:
         found, explicit = self.base[key], key in self.explicit
         for pattern, m, threshold in self.per_benchmark:
             if m == key and _matches(pattern, name, fullname):
                 found, explicit = threshold, True
         return found, explicit
+
+
+def _rate_of(time: Threshold) -> Threshold:
+    """A time threshold as the same change of a rate: a step r slower is a rate r / (1 + r)
+    lower (15% -> 13.04%); information only stays so. The floor is in ms: it does not carry."""
+    if math.isinf(time.rel):
+        return Threshold(math.inf)
+    return Threshold(time.rel / (1 + time.rel), 0.0, f"time={time.rel * 100:.3g}% as a rate")
 
 
 def _matches(pattern: str, name: str, fullname: str) -> bool:
