@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from helpers import load_tool
 from test_gate_holes import bench as bench_with_control
+from test_gate_holes import generate_bench
 
 from gpt2_fixtures.results import baseline as bl
 from gpt2_fixtures.results import files, fingerprint, gate
@@ -444,6 +445,27 @@ def test_a_time_threshold_carries_to_the_rates_of_the_median_round() -> None:
     own = judged(0.112, "time=15%", "samples_per_s=5%")
     assert own["samples_per_s"] == (gate.REGRESSION, "5%")
     assert own["tokens_per_s"][0] == gate.PASS
+
+
+def test_a_tpot_threshold_carries_to_the_decode_rate() -> None:
+    """decode_tokens_per_s is the rate of the TPOT rounds: tpot_ms=20% judges it at 16.7%."""
+
+    def judged(tpot_ms: float, *specs: str) -> dict[str, tuple[str, str]]:
+        thresholds = gate.Thresholds().override([gate.parse_threshold(s) for s in specs])
+        base = doc(generate_bench(np.random.default_rng(1), ttft_ms=10.0, tpot_ms=2.9))
+        cur = doc(generate_bench(np.random.default_rng(2), ttft_ms=10.0, tpot_ms=tpot_ms))
+        for entry in (base, cur):
+            info = entry["benchmarks"][0]["extra_info"]
+            info["decode_tokens_per_s"] = 1000 / float(np.median(info["tpot_round_ms"]))
+        rows = gate.compare(base, cur, gate.GateSettings(thresholds=thresholds)).rows
+        return {r.metric: (r.verdict, str(r.threshold)) for r in rows if "tpot" in r.metric
+                or "decode" in r.metric}  # fmt: skip
+
+    rates = ("decode_tokens_per_s", "decode_tokens_per_s*control")
+    assert {judged(2.9 * 1.15)[m][0] for m in rates} == {gate.REGRESSION}
+    loose = judged(2.9 * 1.15, "tpot_ms=20%")
+    assert {v for v, _ in loose.values()} == {gate.PASS}, loose
+    assert {loose[m][1] for m in rates} == {"16.7% (tpot_ms=20% as a rate)"}
 
 
 def test_per_benchmark_override_by_exact_name_and_pattern() -> None:

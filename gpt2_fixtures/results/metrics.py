@@ -121,3 +121,15 @@ ROUND_LIST_KEYS: tuple[str, ...] = (
     "control_after_round_s",
     *dict.fromkeys(m.rounds_key for m in EXTRA_METRICS if m.rounds_key),
 )
+
+
+def rate_of(metric: Metric) -> str | None:
+    """The metric a rate is the inverse of, one measurement with it: ``time`` for the median
+    round's rates (samples/s, tokens/s), ``tpot_ms`` for the decode rate (the metric on the
+    same per-round list that is not a rate); None for any other metric."""
+    if metric.from_time:
+        return TIME.key
+    if metric.rounds_rate:
+        same = (m for m in EXTRA_METRICS if m.rounds_key == metric.rounds_key)
+        return next((m.key for m in same if not m.rounds_rate), None)
+    return None

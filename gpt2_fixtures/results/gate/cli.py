@@ -65,8 +65,9 @@ def gate_options() -> list[tuple[str, dict[str, Any]]]:
                 "help": "override a threshold, globally or for benchmarks matching PATTERN; "
                 f"repeatable. Defaults: {defaults}; against a calibrated baseline the "
                 f"time-like {TIME_REL:.0%} defaults are {CALIBRATED_TIME_REL:.0%}, raised to "
-                "k x the benchmark's between-process spread; a time threshold also sets "
-                "samples_per_s and tokens_per_s (as a rate) unless they are set".replace("%", "%%"),
+                "k x the benchmark's between-process spread; a time (tpot_ms) threshold also "
+                "sets samples_per_s and tokens_per_s (decode_tokens_per_s), as a rate, unless "
+                "they are set".replace("%", "%%"),
             },
         ),
         (

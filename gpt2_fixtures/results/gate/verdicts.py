@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from gpt2_fixtures.results.metrics import METRICS
+from gpt2_fixtures.results.metrics import METRICS, rate_of
 
 TimeBasis = Literal["auto", "raw"]
 InconclusivePolicy = Literal["pass", "fail"]
@@ -148,17 +148,18 @@ class Thresholds:
         return self.find(name, fullname, metric)[0]
 
     def find(self, name: str, fullname: str, metric: str) -> tuple[Threshold, bool]:
-        """The threshold of one benchmark's metric, and whether a user set it. A rate of the
-        median round (``from_time``: samples/s, tokens/s) that the user left alone follows a
-        time threshold the user set: they are one measurement, and ``time=15%`` must not pass
-        a +12% step while its samples/s row fails it."""
+        """The threshold of one benchmark's metric, and whether a user set it. A rate the user
+        left alone follows a threshold the user set on what it is the rate of (samples/s and
+        tokens/s: time; the decode rate: tpot_ms): they are one measurement, and ``time=15%``
+        must not pass a +12% step while its samples/s row fails it."""
         known = METRICS.get(metric)
         key = known.threshold_key if known else metric
         found, explicit = self._set(name, fullname, key)
-        if known is not None and known.from_time and not explicit:
-            time, time_set = self._set(name, fullname, "time")
-            if time_set:
-                return _rate_of(time), True
+        source = rate_of(METRICS[key]) if key in METRICS and not explicit else None
+        if source is not None:
+            of, of_set = self._set(name, fullname, source)
+            if of_set:
+                return _as_rate(of, source), True
         return found, explicit
 
     def _set(self, name: str, fullname: str, key: str) -> tuple[Threshold, bool]:
@@ -169,12 +170,12 @@ class Thresholds:
         return found, explicit
 
 
-def _rate_of(time: Threshold) -> Threshold:
-    """A time threshold as the same change of a rate: a step r slower is a rate r / (1 + r)
+def _as_rate(of: Threshold, key: str) -> Threshold:
+    """A threshold on a duration as the same change of its rate: r slower is a rate r / (1 + r)
     lower (15% -> 13.04%); information only stays so. The floor is in ms: it does not carry."""
-    if math.isinf(time.rel):
+    if math.isinf(of.rel):
         return Threshold(math.inf)
-    return Threshold(time.rel / (1 + time.rel), 0.0, f"time={time.rel * 100:.3g}% as a rate")
+    return Threshold(of.rel / (1 + of.rel), 0.0, f"{key}={of.rel * 100:.3g}% as a rate")
 
 
 def _matches(pattern: str, name: str, fullname: str) -> bool:
